@@ -24,8 +24,8 @@ class NanoGPT2Config(PretrainedConfig):
     """Configuration of a GPT-2 style decoder.
 
     `vocab_size` is the number of rows of the embedding (may be padded, e.g. 50304 for speed);
-    `tokenizer_vocab_size` is the number of real tokens (50257 for GPT-2). Ids at or above it are
-    never produced: their logits are set to -inf.
+    `tokenizer_vocab_size` is the number of real tokens. Ids at or above it are never produced: their
+    logits are set to -inf. Left as None it is 50257 (GPT-2's) for the padded 50304, else vocab_size.
     """
 
     model_type = "nanogpt2"
@@ -42,7 +42,7 @@ class NanoGPT2Config(PretrainedConfig):
     n_embd: int = 768
     n_positions: int = 1024
     vocab_size: int = PADDED_VOCAB_SIZE
-    tokenizer_vocab_size: int | None = GPT2_VOCAB_SIZE
+    tokenizer_vocab_size: int | None = None
     bias: bool = True
     dropout: float = 0.0
     layer_norm_epsilon: float = 1e-5
@@ -55,7 +55,8 @@ class NanoGPT2Config(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.tokenizer_vocab_size is None:
-            self.tokenizer_vocab_size = self.vocab_size
+            padded_gpt2 = self.vocab_size == PADDED_VOCAB_SIZE
+            self.tokenizer_vocab_size = GPT2_VOCAB_SIZE if padded_gpt2 else self.vocab_size
         self._validate()
         super().__post_init__(**kwargs)
 

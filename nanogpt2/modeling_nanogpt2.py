@@ -270,6 +270,8 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             logits[..., self.config.tokenizer_vocab_size :] = float("-inf")
 
         loss = None
+        if kwargs.get("shift_labels") is not None:
+            kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()  # the loss views it flat
         if labels is not None or kwargs.get("shift_labels") is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(

@@ -1,0 +1,240 @@
+"""Two-way conversion between nanogpt2 and Hugging Face GPT-2 (`model_type: gpt2`) checkpoints.
+
+    python -m nanogpt2.convert from-gpt2 openai-community/gpt2 ckpt/gpt2-nanogpt2
+    python -m nanogpt2.convert to-gpt2 runs/tiny/checkpoint-500 exported/tiny-gpt2
+
+GPT-2's Conv1D stores weights as (in, out); nn.Linear as (out, in): the four projection matrices of
+every block are transposed. Old checkpoints may carry `attn.bias`/`attn.masked_bias` buffers (the
+causal mask, not parameters) and no `lm_head.weight` (it is tied to wte); both are handled.
+Weights are read from safetensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import atomic_directory, write_model_files
+from .configuration_nanogpt2 import NanoGPT2Config
+from .modeling_nanogpt2 import NanoGPT2ForCausalLM
+
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
+
+
+class ConversionError(ValueError):
+    pass
+
+
+def resolve_checkpoint_dir(name_or_path: str) -> Path:
+    """A local directory as is; otherwise a Hub id, downloaded (config, safetensors, tokenizer files)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or name_or_path.startswith((".", "/")) or name_or_path.count("/") > 1:
+        raise ConversionError(f"{name_or_path} is not a checkpoint directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
+    except Exception as error:  # offline, no such repo, gated...
+        raise ConversionError(
+            f"could not download {name_or_path!r} from the Hugging Face Hub ({type(error).__name__}: {error}); "
+            "pass a local checkpoint directory instead"
+        ) from None
+
+
+def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
+        raise ConversionError(
+            f"no *.safetensors weights in {directory} (found: {found}); only safetensors are loaded "
+            "(re-save a .bin checkpoint with a trusted transformers install: model.save_pretrained(dir))"
+        )
+    state = {}
+    for file in files:
+        state.update(load_file(file))
+    return state
+
+
+def _read_config(directory: Path) -> dict:
+    file = directory / "config.json"
+    if not file.is_file():
+        raise ConversionError(f"no config.json in {directory}")
+    return json.loads(file.read_text())
+
+
+def _check_keys(converted: dict, expected: set, source: Path) -> None:
+    missing, unexpected = sorted(expected - converted.keys()), sorted(converted.keys() - expected)
+    if missing or unexpected:
+        raise ConversionError(
+            f"{source} does not match a GPT-2 of its config: missing keys {missing or 'none'}, "
+            f"unexpected keys {unexpected or 'none'}"
+        )
+
+
+def gpt2_state_to_nanogpt2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF GPT-2 state dict (with or without the `transformer.` prefix) -> nanogpt2 names and layout."""
+    converted = {}
+    for key, tensor in state.items():
+        if key.endswith(MASK_BUFFERS) or key == "lm_head.weight":
+            continue
+        name = key if key.startswith("transformer.") else f"transformer.{key}"
+        converted[name] = tensor.t().contiguous() if name.endswith(CONV1D_WEIGHTS) else tensor
+    return converted
+
+
+def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGPT2ForCausalLM:
+    """Write a nanogpt2 checkpoint at `dst` from the HF GPT-2 checkpoint `src` (directory or Hub id).
+
+    `pad_vocab_multiple=64` pads the embedding (zero rows, never predicted) for faster further training."""
+    source = resolve_checkpoint_dir(src)
+    hf = _read_config(source)
+    if hf.get("model_type") != "gpt2":
+        raise ConversionError(f"{source}/config.json has model_type {hf.get('model_type')!r}, expected 'gpt2'")
+    n_embd = hf.get("n_embd", 768)
+    unsupported = {
+        "activation_function": (hf.get("activation_function", "gelu_new"), ("gelu_new", "gelu_pytorch_tanh")),
+        "n_inner": (hf.get("n_inner"), (None, 4 * n_embd)),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
+        "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+        "add_cross_attention": (hf.get("add_cross_attention", False), (False,)),
+    }
+    for field, (value, allowed) in unsupported.items():
+        if value not in allowed:
+            raise ConversionError(f"{source}/config.json: {field}={value!r} is not GPT-2's architecture")
+
+    vocab = hf.get("vocab_size", 50257)
+    padded = -(-vocab // pad_vocab_multiple) * pad_vocab_multiple
+    config = NanoGPT2Config(
+        n_layer=hf.get("n_layer", 12),
+        n_head=hf.get("n_head", 12),
+        n_embd=n_embd,
+        n_positions=hf.get("n_positions", hf.get("n_ctx", 1024)),
+        vocab_size=padded,
+        tokenizer_vocab_size=vocab,
+        layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
+        initializer_range=hf.get("initializer_range", 0.02),
+        bos_token_id=hf.get("bos_token_id", 50256),
+        eos_token_id=hf.get("eos_token_id", 50256),
+    )
+    state = load_safetensors_state(source)
+    if "lm_head.weight" in state:
+        wte = state.get("transformer.wte.weight", state.get("wte.weight"))
+        if wte is not None and not torch.equal(state["lm_head.weight"], wte):
+            raise ConversionError(f"{source}: lm_head.weight differs from wte.weight; nanogpt2 ties them")
+    converted = gpt2_state_to_nanogpt2(state)
+    if padded != vocab and "transformer.wte.weight" in converted:
+        wte = converted["transformer.wte.weight"]
+        converted["transformer.wte.weight"] = torch.cat([wte, wte.new_zeros(padded - vocab, wte.shape[1])])
+
+    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        model = NanoGPT2ForCausalLM(config)
+    expected = {k for k in model.state_dict() if k != "lm_head.weight"}
+    _check_keys(converted, expected, source)
+    model.load_state_dict(converted, strict=False, assign=True)
+    model.tie_weights()
+    with atomic_directory(dst) as tmp:
+        write_model_files(model, tmp)
+        if vocab != 50257:  # not GPT-2's vocabulary: keep the source's own tokenizer files
+            for name in TOKENIZER_FILES:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, tmp / name)
+    return model
+
+
+def convert_to_gpt2(src: str, dst: str):
+    """Write a native `model_type: gpt2` checkpoint (GPT2LMHeadModel, no remote code) from a nanogpt2 one.
+    Returns the output directory.
+
+    Padded vocabulary rows are trimmed; a model without biases gets zero biases (the same function)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    source = Path(src)
+    if not source.is_dir():
+        raise ConversionError(f"{src} is not a checkpoint directory")
+    ours = _read_config(source)
+    if ours.get("model_type") != "nanogpt2":
+        raise ConversionError(f"{source}/config.json has model_type {ours.get('model_type')!r}, expected 'nanogpt2'")
+    config = NanoGPT2Config.from_pretrained(source)
+    with torch.device("meta"):
+        model = NanoGPT2ForCausalLM(config)
+    state = load_safetensors_state(source)
+    expected = {k for k in model.state_dict() if k != "lm_head.weight"}
+    _check_keys({k: v for k, v in state.items() if k != "lm_head.weight"}, expected, source)
+
+    vocab = config.tokenizer_vocab_size
+    dropout = config.dropout
+    gpt2_config = GPT2Config(
+        vocab_size=vocab, n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, activation_function="gelu_new", layer_norm_epsilon=config.layer_norm_epsilon,
+        initializer_range=config.initializer_range, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, tie_word_embeddings=True,
+    )
+    with torch.device("meta"):
+        gpt2 = GPT2LMHeadModel(gpt2_config)
+    exported = {}
+    for key, tensor in gpt2.state_dict().items():
+        if key == "lm_head.weight":
+            continue
+        if key in state:
+            value = state[key]
+            if key.endswith(CONV1D_WEIGHTS):
+                value = value.t().contiguous()
+            if key == "transformer.wte.weight":
+                value = value[:vocab]
+        elif key.endswith(".bias"):  # bias=False in nanogpt2: a zero bias computes the same function
+            value = torch.zeros(tensor.shape, dtype=state["transformer.wte.weight"].dtype)
+        else:
+            raise ConversionError(f"{source}: no tensor for GPT-2 parameter {key}")
+        if value.shape != tensor.shape:
+            raise ConversionError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(tensor.shape)}")
+        exported[key] = value.contiguous()
+    with atomic_directory(dst) as tmp:
+        gpt2_config.architectures = ["GPT2LMHeadModel"]
+        gpt2_config.save_pretrained(tmp)
+        save_file(exported, tmp / "model.safetensors", metadata={"format": "pt"})
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+    return Path(dst)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt2.convert",
+        description="Convert between nanogpt2 and Hugging Face GPT-2 (model_type gpt2) checkpoints. "
+        "Logits are preserved (fp32 max abs difference < 1e-4).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    from_gpt2 = commands.add_parser("from-gpt2", help="HF GPT-2 checkpoint (directory or Hub id) -> nanogpt2")
+    from_gpt2.add_argument("src", help="a GPT-2 checkpoint directory, or a Hub id such as openai-community/gpt2")
+    from_gpt2.add_argument("dst", help="output directory for the nanogpt2 checkpoint")
+    from_gpt2.add_argument("--pad_vocab_multiple", type=int, default=1,
+                           help="pad the vocabulary to a multiple of this (64 gives 50304, faster training)")
+    to_gpt2 = commands.add_parser("to-gpt2", help="nanogpt2 checkpoint -> native GPT2LMHeadModel (no remote code)")
+    to_gpt2.add_argument("src", help="a nanogpt2 checkpoint directory")
+    to_gpt2.add_argument("dst", help="output directory for the GPT-2 checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "from-gpt2":
+            convert_from_gpt2(args.src, args.dst, pad_vocab_multiple=args.pad_vocab_multiple)
+        else:
+            convert_to_gpt2(args.src, args.dst)
+    except (ConversionError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

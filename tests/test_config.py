@@ -1,0 +1,53 @@
+"""NanoGPT2Config: presets, aliases, validation that names the field."""
+
+import pytest
+
+from nanogpt2 import PRESETS, NanoGPT2Config
+
+
+def test_defaults_are_gpt2_124m_with_padded_vocab():
+    config = NanoGPT2Config()
+    assert (config.n_layer, config.n_head, config.n_embd, config.n_positions) == (12, 12, 768, 1024)
+    assert (config.vocab_size, config.tokenizer_vocab_size) == (50304, 50257)
+    assert config.tie_word_embeddings is True
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers,
+            config.max_position_embeddings) == (768, 12, 12, 1024)
+
+
+def test_small_vocab_defaults_to_itself():
+    assert NanoGPT2Config(vocab_size=65).tokenizer_vocab_size == 65
+
+
+@pytest.mark.parametrize("name,shape", [("gpt2-124m", (12, 12, 768)), ("gpt2-350m", (24, 16, 1024)),
+                                        ("gpt2-774m", (36, 20, 1280)), ("gpt2-1558m", (48, 25, 1600))])
+def test_presets(name, shape):
+    config = NanoGPT2Config.from_preset(name)
+    assert (config.n_layer, config.n_head, config.n_embd) == shape
+    assert "tiny" in PRESETS
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(n_embd=100, n_head=3), "n_embd"),
+    (dict(n_layer=0), "n_layer"),
+    (dict(n_head=-2), "n_head"),
+    (dict(vocab_size=0), "vocab_size"),
+    (dict(n_positions=0), "n_positions"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(dropout=-0.1), "dropout"),
+    (dict(vocab_size=100, tokenizer_vocab_size=101), "tokenizer_vocab_size"),
+])
+def test_invalid_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        NanoGPT2Config(**kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="gpt2-124m"):
+        NanoGPT2Config.from_preset("gpt5")
+
+
+def test_round_trip(tmp_path):
+    config = NanoGPT2Config.from_preset("tiny", dropout=0.1)
+    config.save_pretrained(tmp_path)
+    again = NanoGPT2Config.from_pretrained(tmp_path)
+    assert again.to_dict() == config.to_dict()
