@@ -92,6 +92,21 @@ def gpt2_state_to_nanogpt2(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return converted
 
 
+def nanogpt2_state_to_gpt2(state: dict[str, torch.Tensor], vocab_size: int | None = None) -> dict[str, torch.Tensor]:
+    """nanogpt2 state dict -> HF GPT-2 names and Conv1D layout (lm_head dropped: it is tied);
+    `vocab_size` trims padded embedding rows."""
+    converted = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            continue
+        if key.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        elif key == "transformer.wte.weight" and vocab_size is not None:
+            tensor = tensor[:vocab_size]
+        converted[key] = tensor.contiguous()
+    return converted
+
+
 def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGPT2ForCausalLM:
     """Write a nanogpt2 checkpoint at `dst` from the HF GPT-2 checkpoint `src` (directory or Hub id).
 
@@ -181,23 +196,20 @@ def convert_to_gpt2(src: str, dst: str):
     )
     with torch.device("meta"):
         gpt2 = GPT2LMHeadModel(gpt2_config)
+    converted = nanogpt2_state_to_gpt2(state, vocab_size=vocab)
     exported = {}
     for key, tensor in gpt2.state_dict().items():
         if key == "lm_head.weight":
             continue
-        if key in state:
-            value = state[key]
-            if key.endswith(CONV1D_WEIGHTS):
-                value = value.t().contiguous()
-            if key == "transformer.wte.weight":
-                value = value[:vocab]
+        if key in converted:
+            value = converted[key]
         elif key.endswith(".bias"):  # bias=False in nanogpt2: a zero bias computes the same function
-            value = torch.zeros(tensor.shape, dtype=state["transformer.wte.weight"].dtype)
+            value = torch.zeros(tensor.shape, dtype=converted["transformer.wte.weight"].dtype)
         else:
             raise ConversionError(f"{source}: no tensor for GPT-2 parameter {key}")
         if value.shape != tensor.shape:
             raise ConversionError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(tensor.shape)}")
-        exported[key] = value.contiguous()
+        exported[key] = value
     with atomic_directory(dst) as tmp:
         gpt2_config.architectures = ["GPT2LMHeadModel"]
         gpt2_config.save_pretrained(tmp)
