@@ -1,0 +1,215 @@
+"""Side-by-side training throughput: full optimizer steps of nanogpt2 (as run_pretrain.py runs it)
+against Hugging Face GPT2LMHeadModel with identical weights, eager and compiled, interleaved in one
+process. Optionally build-nanogpt's model (`--build_nanogpt third_party/build-nanogpt/train_gpt2.py`,
+fetched by hand into the git-ignored third_party/, never committed).
+
+    python benchmarks/train_throughput.py --device cuda                      # 124M, B=64, T=1024, bf16
+    python benchmarks/train_throughput.py --device cpu --preset tiny --batch_size 4 --seq_len 64
+
+A step is forward + backward + grad clip + AdamW + zero_grad, timed with device synchronisation;
+warm-up steps (compilation) are excluded and the median over the timed steps is reported. Contenders
+run in rounds (a few steps of each per round) so drifting machine load hits all of them alike.
+MFU = tokens/s x (6N + 12 L H Q T) / peak, nanoGPT's formula (N without position embeddings), with
+the dense bf16 peak of the device (H100 SXM: 989 TFLOP/s) or --peak_tflops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
+from nanogpt2.convert import nanogpt2_state_to_gpt2
+from nanogpt2.flops import device_peak_flops, mfu, model_flops_per_token
+from nanogpt2.optim import build_optimizer
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class Contender:
+    name: str
+    model: torch.nn.Module
+    loss_fn: callable
+    optimizer: torch.optim.Optimizer = None
+    step_times: list = field(default_factory=list)
+    peak_memory: int | None = None
+
+
+def nanogpt2_loss(model, x, y):
+    return model(input_ids=x, shift_labels=y).loss
+
+
+def hf_loss(model, x, y):
+    return model(input_ids=x, labels=y, shift_labels=y).loss
+
+
+def build_nanogpt_loss(model, x, y):
+    return model(x, y)[1]
+
+
+def load_build_nanogpt(path: Path):
+    """build-nanogpt's GPT class: the model half of its train_gpt2.py (the rest is a training script)."""
+    source = path.read_text()
+    model_part = source.split("import tiktoken")[0].replace("from hellaswag import render_example, iterate_examples", "")
+    module = types.ModuleType("build_nanogpt")
+    sys.modules[module.__name__] = module  # its @dataclass looks the module up
+    exec(compile(model_part, str(path), "exec"), module.__dict__)
+    return module.GPT, module.GPTConfig
+
+
+def make_contenders(args, device) -> list[Contender]:
+    config = NanoGPT2Config.from_preset(args.preset, n_positions=max(args.seq_len, 8))
+    torch.manual_seed(0)
+    ours = NanoGPT2ForCausalLM(config).to(device)
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_config = GPT2Config(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                           n_positions=config.n_positions, vocab_size=config.vocab_size,
+                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf_config._attn_implementation = "sdpa"
+    bases = [("nanogpt2", ours, nanogpt2_loss)]
+    hf = GPT2LMHeadModel(hf_config).to(device)
+    hf.load_state_dict(nanogpt2_state_to_gpt2(ours.state_dict()), strict=False)
+    hf.tie_weights()
+    bases.append(("hf-gpt2", hf, hf_loss))
+    if args.build_nanogpt:
+        GPT, GPTConfig = load_build_nanogpt(Path(args.build_nanogpt))
+        theirs = GPT(GPTConfig(block_size=config.n_positions, vocab_size=config.vocab_size, n_layer=config.n_layer,
+                               n_head=config.n_head, n_embd=config.n_embd)).to(device)
+        theirs.load_state_dict({k: v for k, v in ours.state_dict().items()}, strict=False)
+        bases.append(("build-nanogpt", theirs, build_nanogpt_loss))
+
+    contenders = []
+    for name, model, loss_fn in bases:
+        model.train()
+        for compiled in args.modes:
+            runner = torch.compile(model) if compiled == "compiled" else model
+            contender = Contender(f"{name} {compiled}", runner, loss_fn)
+            contender.optimizer = build_optimizer(model, learning_rate=6e-4, weight_decay=0.1, device_type=device.type)
+            contenders.append(contender)
+    return contenders
+
+
+def train_step(contender: Contender, x, y, dtype, device):
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = contender.loss_fn(contender.model, x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(contender.model.parameters(), 1.0)
+    contender.optimizer.step()
+    contender.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    contenders = make_contenders(args, device)
+    vocab = contenders[0].model.config.tokenizer_vocab_size
+    generator = torch.Generator().manual_seed(1)
+    window = torch.randint(0, vocab, (args.batch_size, args.seq_len + 1), generator=generator).to(device)
+    x, y = window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+    for contender in contenders:  # warm-up (and compilation) is not timed
+        for _ in range(args.warmup_steps):
+            train_step(contender, x, y, dtype, device)
+        synchronize(device)
+    for _ in range(args.rounds):
+        for contender in contenders:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(args.steps_per_round):
+                synchronize(device)
+                start = time.perf_counter()
+                train_step(contender, x, y, dtype, device)
+                synchronize(device)
+                contender.step_times.append(time.perf_counter() - start)
+            if device.type == "cuda":
+                contender.peak_memory = max(contender.peak_memory or 0, torch.cuda.max_memory_allocated())
+
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else device_peak_flops(device)
+    flops = model_flops_per_token(contenders[0].model, args.seq_len) if not hasattr(
+        contenders[0].model, "_orig_mod") else model_flops_per_token(contenders[0].model._orig_mod, args.seq_len)
+    tokens_per_step = args.batch_size * args.seq_len
+    results = []
+    for contender in contenders:
+        seconds = statistics.median(contender.step_times)
+        tokens_per_second = tokens_per_step / seconds
+        results.append({
+            "contender": contender.name, "ms_per_step": seconds * 1e3, "tokens_per_sec": tokens_per_second,
+            "peak_memory_gib": contender.peak_memory / 2**30 if contender.peak_memory else None,
+            "mfu": mfu(tokens_per_second, flops, peak), "steps_timed": len(contender.step_times),
+        })
+    reference = {r["contender"].split()[1]: r["tokens_per_sec"] for r in results if r["contender"].startswith("hf-gpt2")}
+    for r in results:
+        r["vs_hf"] = r["tokens_per_sec"] / reference[r["contender"].split()[1]]
+    return results
+
+
+def print_table(results, args) -> None:
+    print(f"device={args.device} preset={args.preset} B={args.batch_size} T={args.seq_len} dtype={args.dtype} "
+          f"steps={args.rounds}x{args.steps_per_round} (median)")
+    header = f"{'contender':<24} {'ms/step':>9} {'tokens/s':>11} {'peak GiB':>9} {'MFU':>7} {'vs HF (same mode)':>18}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        memory = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
+        utilisation = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        print(f"{r['contender']:<24} {r['ms_per_step']:>9.1f} {r['tokens_per_sec']:>11,.0f} {memory:>9} "
+              f"{utilisation:>7} {r['vs_hf']:>17.2f}x")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", default=None, help="model size (default: gpt2-124m on cuda, tiny on cpu)")
+    parser.add_argument("--batch_size", type=int, default=None, help="micro-batch (default: 64 on cuda, 4 on cpu)")
+    parser.add_argument("--seq_len", type=int, default=None, help="tokens per row (default: 1024 on cuda, 64 on cpu)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None,
+                        help="autocast dtype (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=None,
+                        help="default: eager and compiled on cuda, eager on cpu")
+    parser.add_argument("--warmup_steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps_per_round", type=int, default=4)
+    parser.add_argument("--peak_tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
+    parser.add_argument("--build_nanogpt", default=None, help="path to build-nanogpt's train_gpt2.py (optional)")
+    parser.add_argument("--output_file", default=None, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    args.preset = args.preset or ("gpt2-124m" if cuda else "tiny")
+    args.batch_size = args.batch_size or (64 if cuda else 4)
+    args.seq_len = args.seq_len or (1024 if cuda else 64)
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    args.modes = args.modes or (["eager", "compiled"] if cuda else ["eager"])
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    print_table(results, args)
+    if args.output_file:
+        Path(args.output_file).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

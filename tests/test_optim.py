@@ -1,0 +1,45 @@
+"""build-nanogpt's optimizer recipe: decay groups and the warmup + cosine schedule."""
+
+import math
+
+import torch
+
+from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
+from nanogpt2.optim import build_optimizer, cosine_lr, parameter_groups
+
+
+def test_schedule_values_of_the_124m_recipe():
+    lr = lambda step: cosine_lr(step, max_lr=6e-4, warmup_steps=715, max_steps=19073)  # noqa: E731
+    assert math.isclose(lr(0), 6e-4 / 715)
+    assert math.isclose(lr(714), 6e-4)
+    assert math.isclose(lr(715), 6e-4)
+    # one step before the end the cosine is almost at its floor of 10%
+    progress = (19072 - 715) / (19073 - 715)
+    assert math.isclose(lr(19072), 6e-5 + 0.5 * (1 + math.cos(math.pi * progress)) * 5.4e-4)
+    assert 6e-5 < lr(19072) < 6.0001e-5
+    assert math.isclose(lr(19073), 6e-5) and math.isclose(lr(50000), 6e-5)
+    midpoint = 715 + (19073 - 715) // 2
+    assert abs(lr(midpoint) - 3.3e-4) < 1e-7
+
+
+def test_decay_only_matrices_and_tied_embedding_once():
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32))
+    decay, no_decay = parameter_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    decayed = {id(p) for p in decay["params"]}
+    assert id(model.transformer.wte.weight) in decayed and id(model.transformer.h[0].attn.c_proj.weight) in decayed
+    assert id(model.transformer.h[0].attn.c_proj.bias) not in decayed
+    assert id(model.transformer.ln_f.weight) not in decayed
+    n_params = sum(p.numel() for group in (decay, no_decay) for p in group["params"])
+    assert n_params == sum(p.numel() for p in model.parameters())  # lm_head tied: counted once
+    # 2 blocks x (c_attn, attn.c_proj, c_fc, mlp.c_proj) + wte + wpe
+    assert len(decay["params"]) == 2 * 4 + 2
+
+
+def test_optimizer_hyperparameters():
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=1, n_head=1, n_embd=8, n_positions=8, vocab_size=16))
+    optimizer = build_optimizer(model, learning_rate=6e-4, weight_decay=0.1)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-8
+    assert not optimizer.defaults["fused"]  # fused only on CUDA
