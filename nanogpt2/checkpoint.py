@@ -65,12 +65,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_model_files(model, directory: str | os.PathLike, tokenizer: TextTokenizer | None = None) -> None:
-    """save_pretrained + tokenizer files + remote code into an existing (temporary) directory."""
+def write_model_files(model, directory: str | os.PathLike, tokenizer: TextTokenizer | None = None,
+                      state_dict: dict | None = None) -> None:
+    """save_pretrained + tokenizer files + remote code into an existing (temporary) directory.
+    `state_dict` replaces the model's own (e.g. the full weights gathered from FSDP shards)."""
     if isinstance(model.config, NanoGPT2Config) or getattr(model.config, "model_type", None) == "nanogpt2":
         type(model.config).register_for_auto_class()
         type(model).register_for_auto_class("AutoModelForCausalLM")
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, state_dict=state_dict)
     (tokenizer or load_tokenizer()).save_pretrained(directory)
 
 

@@ -1,0 +1,390 @@
+"""The pretraining loop of run_pretrain.py, driven by Accelerate.
+
+One optimizer step = `grad_accum` micro-batches per process (total_batch_size tokens in all), grad
+clip, the learning rate of the step, AdamW. Every eval_steps: validation loss over a fixed token set,
+HellaSwag, samples. Every save_steps: an atomic `checkpoint-<step>/` holding a loadable model and
+`training_state/` (model, optimizer, RNG of every process, data position) for exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import _fsync_tree, write_model_files
+from .configuration_nanogpt2 import NanoGPT2Config
+from .data import DataError, TrainLoader, ValidationLoader, tokenize_files
+from .flops import device_peak_flops, mfu, model_flops_per_token
+from .modeling_nanogpt2 import NanoGPT2ForCausalLM
+from .optim import build_optimizer, cosine_lr
+from .run_config import RunConfig
+from .tokenizer import load_tokenizer
+
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
+    tokens_per_micro_step = config.micro_batch_size * config.sequence_length * world_size
+    if config.total_batch_size % tokens_per_micro_step:
+        raise ValueError(
+            f"--total_batch_size {config.total_batch_size} is not divisible by --micro_batch_size "
+            f"{config.micro_batch_size} x --sequence_length {config.sequence_length} x {world_size} process(es) "
+            f"= {tokens_per_micro_step}; pick sizes whose product divides it"
+        )
+    return config.total_batch_size // tokens_per_micro_step
+
+
+def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
+    overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd") if getattr(config, k) is not None}
+    overrides["dropout"] = config.dropout
+    if tokenizer.vocab_size != 50257:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
+        overrides["vocab_size"] = -(-tokenizer.vocab_size // 64) * 64
+        overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
+        overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
+    model = NanoGPT2Config.from_preset(config.preset, **overrides)
+    if config.sequence_length > model.n_positions:
+        raise ValueError(f"--sequence_length {config.sequence_length} exceeds the model's context "
+                         f"n_positions={model.n_positions}")
+    return model
+
+
+def download_tiny_shakespeare() -> Path:
+    from .hellaswag import cache_dir
+
+    path = cache_dir() / "tinyshakespeare.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=30) as response:
+                data = response.read()
+        except OSError as error:
+            raise DataError(f"could not download Tiny Shakespeare ({error}); offline? pass a local copy with "
+                            "--train_file input.txt") from None
+        path.with_suffix(".part").write_bytes(data)
+        os.replace(path.with_suffix(".part"), path)
+    return path
+
+
+def load_token_data(config: RunConfig, tokenizer):
+    """(train arrays, validation arrays) from --data_dir, --train_file/--validation_file or (tiny) Tiny Shakespeare."""
+    if config.data_dir:
+        from .data import open_token_shards
+
+        return (open_token_shards(config.data_dir, "train", tokenizer=tokenizer),
+                open_token_shards(config.data_dir, "val", tokenizer=tokenizer))
+    train_file = config.train_file
+    if train_file is None:
+        if config.preset != "tiny":
+            raise DataError("no training data: pass --data_dir (prepare_fineweb.py shards), --train_file or "
+                            "--dataset_name")
+        train_file = download_tiny_shakespeare()
+    train = tokenize_files(train_file, tokenizer, config.text_column)
+    if config.validation_file:
+        return [train], [tokenize_files(config.validation_file, tokenizer, config.text_column)]
+    split = int(len(train) * (1 - config.validation_split_percentage / 100))
+    return [train[:split]], [train[split:]]
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (a checkpoint directory appears only by its final rename), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def resolve_resume(config: RunConfig) -> Path | None:
+    if not config.resume_from_checkpoint:
+        return None
+    if config.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(Path(config.output_dir))
+        return checkpoints[-1][1] if checkpoints else None
+    path = Path(config.resume_from_checkpoint)
+    if not (path / "training_state" / "trainer_state.json").is_file():
+        raise ValueError(f"--resume_from_checkpoint {path} is not a checkpoint with training state "
+                         "(expected checkpoint-<step>/training_state/trainer_state.json)")
+    return path
+
+
+class MetricsLog:
+    """<output_dir>/metrics.jsonl, one JSON object per line; on resume the lines after the checkpoint go."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif enabled and resume_step is None and path.exists():
+            path.unlink()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, accelerator=None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config = config
+        cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+        precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
+        trackers = [] if config.report_to == "none" else [config.report_to]
+        self.accelerator = accelerator or Accelerator(mixed_precision=precision, log_with=trackers or None,
+                                                      project_dir=config.output_dir)
+        acc = self.accelerator
+        self.output_dir = Path(config.output_dir)
+        self.device = acc.device
+        if config.tf32 and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.grad_accum = gradient_accumulation_steps(config, acc.num_processes)
+        if config.push_to_hub:
+            from .publish import check_hub_access
+
+            check_hub_access(config.hub_model_id, private=config.hub_private)
+
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        set_seed(config.seed)
+        self.model_config = model_config(config, self.tokenizer)
+        train_arrays, val_arrays = load_token_data(config, self.tokenizer)
+        for name, arrays in (("training", train_arrays), ("validation", val_arrays)):
+            for array in arrays:
+                if len(array) and int(array.max()) >= self.model_config.tokenizer_vocab_size:
+                    raise DataError(f"{name} data holds token id {int(array.max())} >= the vocabulary size "
+                                    f"{self.model_config.tokenizer_vocab_size}: it was made with another tokenizer; "
+                                    "re-tokenize it or pass the matching --tokenizer")
+        self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
+                                        acc.process_index, acc.num_processes, config.seed,
+                                        eot_token_id=self.tokenizer.eot_token_id)
+        val_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
+        self.val_loader = ValidationLoader(val_arrays, config.micro_batch_size, config.sequence_length, val_batches,
+                                           acc.process_index, acc.num_processes)
+
+        model = NanoGPT2ForCausalLM(self.model_config)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable()
+        self.optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
+                                         (config.adam_beta1, config.adam_beta2), config.adam_epsilon,
+                                         self.device.type)
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        self.raw_model = acc.unwrap_model(self.model)
+        self.train_model = torch.compile(self.model) if config.compile else self.model
+        self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
+        self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
+        self.hellaswag_examples = None
+        self.step, self.tokens_seen = 0, 0
+
+        resume = resolve_resume(config)
+        if resume is not None:
+            self.load_checkpoint(resume)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
+                                  self.step if resume is not None else None)
+        if trackers:
+            acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
+                                                   if isinstance(v, (int, float, str, bool))})
+            if not acc.trackers and acc.is_main_process:
+                raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
+                                    f"(pip install {config.report_to}) or pass --report_to none")
+
+    # -- one optimizer step ---------------------------------------------------------------------
+    def train_step(self) -> tuple[float, float, float]:
+        acc, config = self.accelerator, self.config
+        lr = cosine_lr(self.step, config.learning_rate, config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for micro_step in range(self.grad_accum):
+            x, y = self.train_loader.next_batch()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = micro_step == self.grad_accum - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.model), acc.autocast():
+                loss = self.train_model(input_ids=x, shift_labels=y).loss / self.grad_accum
+            acc.backward(loss)
+            loss_sum += loss.detach()
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = acc.reduce(loss_sum, reduction="mean").item()  # the step's one host sync
+        self.step += 1
+        self.tokens_seen += config.total_batch_size
+        return loss, lr, float(grad_norm)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        self.raw_model.eval()
+        total = torch.zeros(2, device=self.device)
+        for x, y in self.val_loader:
+            with self.accelerator.autocast():
+                loss = self.raw_model(input_ids=x.to(self.device), shift_labels=y.to(self.device)).loss
+            total += torch.stack([loss.float(), torch.ones((), device=self.device)])
+        total = self.accelerator.reduce(total, reduction="sum")
+        self.raw_model.train()
+        return (total[0] / total[1]).item()
+
+    def hellaswag(self) -> dict | None:
+        from .hellaswag import evaluate_hellaswag, load_hellaswag
+
+        if self.config.skip_hellaswag:
+            return None
+        if self.hellaswag_examples is None:
+            self.hellaswag_examples = load_hellaswag(self.config.hellaswag_file, limit=self.config.hellaswag_limit)
+        with self.accelerator.autocast():
+            return evaluate_hellaswag(self.raw_model, self.tokenizer, self.hellaswag_examples,
+                                      style=self.config.hellaswag_style, batch_size=16,
+                                      accelerator=self.accelerator, progress=False)
+
+    @torch.no_grad()
+    def samples(self) -> list[str]:
+        """A few sampled continuations; the RNG is forked so sampling never changes the training stream."""
+        if self.config.num_samples <= 0:
+            return []
+        prompt = torch.tensor([self.tokenizer.encode_ordinary(self.config.sample_prompt)] * self.config.num_samples,
+                              device=self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.config.seed + self.accelerator.process_index)
+            self.raw_model.eval()
+            with self.accelerator.autocast():
+                out = self.raw_model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=50,
+                                              max_new_tokens=self.config.sample_max_new_tokens,
+                                              pad_token_id=self.tokenizer.eot_token_id)
+            self.raw_model.train()
+        return [self.tokenizer.decode(row.tolist()) for row in out]
+
+    def evaluate(self, bar) -> dict:
+        record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss()}
+        result = self.hellaswag()
+        if result is not None:
+            record["hellaswag_acc_norm"] = result["acc_norm"]
+            record["hellaswag_acc"] = result["acc"]
+        for text in self.samples():
+            bar.write(f"sample> {text!r}")
+        message = f"step {self.step}: val loss {record['val_loss']:.4f}"
+        if "hellaswag_acc_norm" in record:
+            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({len(self.hellaswag_examples)} ex.)"
+        bar.write(message)
+        self.metrics.write(record)
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+        return record
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """checkpoint-<step>/ written into a temporary directory by every process, renamed into place
+        by the main process: a kill at any moment leaves either the complete checkpoint or none."""
+        acc = self.accelerator
+        final = self.output_dir / f"checkpoint-{self.step}"
+        tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / "training_state"))
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes}
+        (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
+            json.dumps(self.train_loader.state_dict()))
+        model_state = acc.get_state_dict(self.model)
+        if acc.is_main_process:
+            write_model_files(self.raw_model, tmp, self.tokenizer, state_dict=model_state)
+            (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._rotate_checkpoints()
+            if self.config.push_to_hub and self.config.hub_strategy == "checkpoint":
+                self._push(final)
+        acc.wait_for_everyone()
+        return final
+
+    def _rotate_checkpoints(self) -> None:
+        limit = self.config.save_total_limit
+        if limit:
+            for _, path in list_checkpoints(self.output_dir)[:-limit]:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / "training_state" / "trainer_state.json").read_text())
+        if state["world_size"] != self.accelerator.num_processes:
+            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the same "
+                             f"number (now {self.accelerator.num_processes})")
+        self.accelerator.load_state(str(path / "training_state"))
+        data_file = path / "training_state" / f"data_rank{self.accelerator.process_index}.json"
+        self.train_loader.load_state_dict(json.loads(data_file.read_text()))
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+
+    def _push(self, checkpoint: Path) -> None:
+        from .publish import push_checkpoint
+
+        push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
+                        commit_message=f"checkpoint at step {self.step}")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> Path:
+        acc, config = self.accelerator, self.config
+        bar = tqdm(total=config.max_steps, initial=self.step, desc="training", unit="step",
+                   disable=not acc.is_local_main_process, dynamic_ncols=True)
+        if acc.is_main_process:
+            n_params = sum(p.numel() for p in self.raw_model.parameters())
+            bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
+                      f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
+                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps")
+        last_checkpoint = None
+        while self.step < config.max_steps:
+            start = time.perf_counter()
+            loss, lr, grad_norm = self.train_step()
+            seconds = time.perf_counter() - start
+            if not math.isfinite(loss):
+                raise TrainingError(f"step {self.step}: the training loss is {loss}; stopping. The last good checkpoint "
+                                    f"is kept; lower --learning_rate or check the data, then --resume_from_checkpoint")
+            tokens_per_sec = config.total_batch_size / seconds
+            utilisation = mfu(tokens_per_sec, self.flops_per_token, self.peak_flops)
+            if self.step % config.logging_steps == 0 or self.step == config.max_steps:
+                record = {"step": self.step, "tokens": self.tokens_seen, "train_loss": loss, "lr": lr,
+                          "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
+                if utilisation is not None:
+                    record["mfu"] = utilisation
+                self.metrics.write(record)
+                acc.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+            postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
+                       "tok/s": f"{tokens_per_sec:,.0f}"}
+            if utilisation is not None:
+                postfix["mfu"] = f"{100 * utilisation:.1f}%"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            done = self.step == config.max_steps
+            if self.step % config.eval_steps == 0 or done:
+                self.evaluate(bar)
+            if self.step % config.save_steps == 0 or done:
+                last_checkpoint = self.save_checkpoint()
+        bar.close()
+        if last_checkpoint is None:  # resumed at the end already
+            last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
+        if acc.is_main_process and config.push_to_hub:
+            self._push(last_checkpoint)
+        acc.end_training()
+        return last_checkpoint
