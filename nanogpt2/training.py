@@ -149,8 +149,10 @@ class Trainer:
         cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
         precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
         trackers = [] if config.report_to == "none" else [config.report_to]
+        # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
+        # start real gloo process groups instead of independent single processes.
         self.accelerator = accelerator or Accelerator(mixed_precision=precision, log_with=trackers or None,
-                                                      project_dir=config.output_dir)
+                                                      project_dir=config.output_dir, cpu=not cuda)
         acc = self.accelerator
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
