@@ -16,8 +16,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# Local copies of the data when ../shared/data exists (offline machines); otherwise downloaded once.
+SHARED ?= ../shared/data
+DEMO_DATA := $(if $(wildcard $(SHARED)/tinyshakespeare/input.txt),--train_file $(SHARED)/tinyshakespeare/input.txt)
+DEMO_HELLASWAG := $(if $(wildcard $(SHARED)/hellaswag/hellaswag_val.jsonl),--hellaswag_file $(SHARED)/hellaswag/hellaswag_val.jsonl)
+
 demo: setup
-	$(PY) run_pretrain.py --preset tiny --output_dir runs/tiny-shakespeare
+	$(PY) run_pretrain.py --preset tiny --output_dir runs/tiny-shakespeare $(DEMO_DATA) $(DEMO_HELLASWAG)
+	$(PY) -m nanogpt2.plot runs/tiny-shakespeare
 
 clean:
 	rm -rf $(VENV) runs

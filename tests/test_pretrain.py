@@ -43,6 +43,11 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
     assert all(0 <= e["hellaswag_acc_norm"] <= 1 and e["val_loss"] > 0 for e in evals)
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4", "checkpoint-8"]
     assert json.loads((run / "run_config.json").read_text())["max_steps"] == 8
+    if processes == 1:
+        from nanogpt2.plot import plot_run
+
+        png = plot_run(run)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
     # "kill" after step 4: a fresh run directory holding only checkpoint-4, resumed from it
     resumed = tmp_path / "resumed"
