@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""HellaSwag for any causal LM checkpoint (nanogpt2 or any Hugging Face model).
+
+    python eval_hellaswag.py --model runs/tiny/checkpoint-200 --data_file hellaswag_val.jsonl
+    python eval_hellaswag.py --model openai-community/gpt2 --style harness          # online
+    accelerate launch --num_processes 8 eval_hellaswag.py --model ...                # split across GPUs
+
+Scoring styles: completion (build-nanogpt; GPT-2 124M: acc 0.2859, acc_norm 0.2955) and harness
+(lm-evaluation-harness; GPT-2 124M: acc 0.2892, acc_norm 0.3114). The logic is nanogpt2/hellaswag.py.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    parser.add_argument("--data_file", help="local HellaSwag jsonl (default: download the official file once)")
+    parser.add_argument("--split", default="validation", choices=["validation", "train"])
+    parser.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    parser.add_argument("--batch_size", type=int, default=32, help="examples (x4 endings) per forward pass")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    parser.add_argument("--style", choices=["completion", "harness"], default="completion")
+    parser.add_argument("--output_file", help="write the results JSON here")
+    parser.add_argument("--predictions_file", help="write one JSON line per example here")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow the checkpoint's own code")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
+
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = torch.device(args.device) if args.device else (
+        accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        examples = load_hellaswag(args.data_file, split=args.split, limit=args.limit)
+        if not Path(args.model).is_dir() and (Path(args.model).exists() or args.model.startswith((".", "/"))):
+            raise HellaSwagError(f"--model {args.model} is not a checkpoint directory")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype],
+                                                         trust_remote_code=args.trust_remote_code).to(device)
+            tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        except OSError as error:
+            raise HellaSwagError(f"could not load --model {args.model}: {error}") from None
+    except HellaSwagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
+                                device=device, accelerator=accelerator)
+    if accelerator is not None and not accelerator.is_main_process:
+        return 0
+    predictions = result.pop("predictions")
+    result["model"] = args.model
+    print(json.dumps(result, indent=2))
+    if result["num_truncated"]:
+        print(f"note: {result['num_truncated']} example(s) were longer than the model's context and were "
+              "truncated from the left", file=sys.stderr)
+    if args.output_file:
+        Path(args.output_file).write_text(json.dumps(result, indent=2) + "\n")
+    if args.predictions_file:
+        with open(args.predictions_file, "w") as f:
+            for p in predictions:
+                f.write(json.dumps({k: p[k] for k in ("ind", "label", "pred", "pred_norm", "sum_losses",
+                                                      "mean_losses")}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
