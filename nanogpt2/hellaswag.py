@@ -171,8 +171,7 @@ def score_examples(model, rendered: list, max_length: int, device, batch_size: i
             target_mask[i, start : len(row)] = True
         ids, target_mask = ids.to(device), target_mask.to(device)
         targets, mask = ids[:, 1:], target_mask[:, 1:]
-        losses = torch.nn.functional.cross_entropy(_prediction_logits(model, ids, mask).float(), targets[mask],
-                                                   reduction="none")
+        losses = _ending_losses(model, ids, mask, targets[mask])
         per_row = torch.zeros(len(rows), device=device).index_add_(0, mask.nonzero()[:, 0], losses)
         counts = mask.sum(1)
         for i, index in enumerate(owners):
@@ -183,17 +182,23 @@ def score_examples(model, rendered: list, max_length: int, device, batch_size: i
     return results, truncated
 
 
-def _prediction_logits(model, ids, mask):
-    """Logits of the positions that predict ending tokens only: the LM head (the largest matmul of a
-    small model) runs on those rows instead of every position."""
+def _ending_losses(model, ids, mask, targets, chunk_rows: int = 32):
+    """Per-token losses of the positions that predict ending tokens. The LM head (the largest matmul of a
+    small model) runs on those positions only, in chunks that keep the vocabulary-wide logits in cache."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     base = getattr(model, "base_model", None)
     if head is None or base is None or base is model:
-        return model(input_ids=ids).logits[:, :-1][mask]
+        return torch.nn.functional.cross_entropy(model(input_ids=ids).logits[:, :-1][mask].float(), targets,
+                                                 reduction="none")
     hidden = base(input_ids=ids).last_hidden_state[:, :-1][mask]
-    logits = head(hidden)
     real_vocab = getattr(model.config, "tokenizer_vocab_size", None)  # nanogpt2's padded rows never count
-    return logits[:, :real_vocab] if real_vocab else logits
+    losses = []
+    for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows)):
+        logits = head(rows).float()
+        if real_vocab is not None and real_vocab < logits.shape[-1]:
+            logits[:, real_vocab:] = float("-inf")
+        losses.append(torch.nn.functional.cross_entropy(logits, row_targets, reduction="none"))
+    return torch.cat(losses)
 
 
 def _metrics(predictions: list[dict]) -> dict:
