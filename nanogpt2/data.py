@@ -9,6 +9,7 @@ disjoint windows; the state is (epoch, windows consumed), which makes resume exa
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,6 +77,61 @@ def tokenize_files(paths, tokenizer, text_column: str = "text") -> np.ndarray:
     if not documents:
         raise DataError(f"no documents in {', '.join(map(str, paths))}")
     return tokenize_documents(documents, tokenizer)
+
+
+def load_local_text_dataset(data_files, streaming: bool = False):
+    """Local .jsonl/.json/.parquet/.txt files as a `datasets` dataset (a .txt file is one document)."""
+    import datasets
+
+    files = [str(f) for f in ([data_files] if isinstance(data_files, (str, Path)) else data_files)]
+    for file in files:
+        if not Path(file).is_file():
+            raise DataError(f"data file {file} does not exist")
+    suffixes = {Path(f).suffix.lower() for f in files}
+    builders = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in builders:
+        raise DataError(f"--data_files must all be one of .jsonl, .json, .parquet, .txt; got {sorted(suffixes)}")
+    builder = builders[suffixes.pop()]
+    kwargs = {"sample_by": "document"} if builder == "text" else {}
+    return datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming, **kwargs)
+
+
+OFFLINE_HINT = ("pass local files instead: prepare_fineweb.py --data_files docs.jsonl (or .parquet/.txt), "
+                "run_pretrain.py --train_file docs.jsonl")
+
+
+def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train", streaming=False, data_files=None,
+                          revision=None):
+    """The one call of `datasets.load_dataset` for Hub data; offline it fails at once with what to do."""
+    if data_files:
+        return load_local_text_dataset(data_files, streaming=streaming)
+    if not dataset_name:
+        raise DataError("no data: pass --dataset_name (Hub) or local files; " + OFFLINE_HINT)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise DataError(f"the Hub dataset {dataset_name} cannot be loaded offline (HF_HUB_OFFLINE is set); "
+                        + OFFLINE_HINT)
+    import datasets
+
+    try:
+        return datasets.load_dataset(dataset_name, name=dataset_config_name, split=split, streaming=streaming,
+                                     revision=revision)
+    except (ConnectionError, OSError) as error:
+        raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
+                        + OFFLINE_HINT) from None
+
+
+def open_token_shards(data_dir, split: str, vocab_size: int | None = None, tokenizer=None) -> list[np.ndarray]:
+    """The memory-mapped, validated token shards of `split` ("train" or "val") in a prepare_fineweb.py directory."""
+    from .shards import open_shard
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py")
+    files = sorted(data_dir.glob(f"*_{split}_*.bin"))
+    if not files:
+        raise DataError(f"no {split} shards (*_{split}_*.bin) in {data_dir}; create them with prepare_fineweb.py")
+    return [open_shard(f, vocab_size=vocab_size, tokenizer=tokenizer) for f in files]
 
 
 def _document_spans(tokens: np.ndarray, eot_token_id: int) -> np.ndarray:

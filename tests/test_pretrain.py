@@ -131,3 +131,30 @@ def test_config_file_and_flags(tmp_path, tinyshakespeare_file):
     config_file.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match="learning_rat"):
         resolve_config(["--config_file", str(config_file)])
+
+
+def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_file):
+    import numpy as np
+
+    from nanogpt2.prepare import Source, prepare_shards
+    from nanogpt2.shards import write_shard
+    from nanogpt2.tokenizer import load_tokenizer
+
+    data = tmp_path / "data"
+    prepare_shards(Source(data_files=[str(english_mix_file)]), data, shard_size=40_000, max_tokens=120_000,
+                   progress=False)
+    args = SMALL + ["--data_dir", data, "--skip_hellaswag", "--max_steps", 2, "--output_dir", tmp_path / "run"]
+    pretrain(args)
+    assert len(train_losses(tmp_path / "run")[0]) == 2
+
+    shard = data / "shard_train_000002.bin"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-2])
+    result = pretrain(args, check=False)
+    assert result.returncode == 1 and "shard_train_000002.bin is truncated or corrupt" in result.stderr
+    write_shard(shard, np.full(1000, 50300), load_tokenizer().identity)
+    result = pretrain(args, check=False)
+    assert result.returncode == 1 and "holds token id 50300 >= vocabulary size 50257" in result.stderr
+    missing = pretrain(SMALL + ["--data_dir", tmp_path / "nope", "--max_steps", 1, "--output_dir", tmp_path / "r2"],
+                       check=False)
+    assert missing.returncode == 1 and "does not exist; create it with prepare_fineweb.py" in missing.stderr
