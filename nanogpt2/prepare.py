@@ -59,8 +59,21 @@ def _init_worker(tokenizer_name):
 
 
 def _tokenize(texts: list[str]) -> list[np.ndarray]:
-    eot, dtype = _worker_tokenizer.eot_token_id, token_dtype(_worker_tokenizer.vocab_size)
-    return [np.array([eot] + ids, dtype=dtype) for ids in _worker_tokenizer.encode_ordinary_batch(texts)]
+    """Each text as <|endoftext|> + its ids, all in one array (one object to send between processes),
+    returned as per-document views."""
+    ids = _worker_tokenizer.encode_ordinary_batch(texts)
+    ends = np.cumsum([1 + len(x) for x in ids])
+    starts = ends - [1 + len(x) for x in ids]
+    flat = np.empty(ends[-1], dtype=token_dtype(_worker_tokenizer.vocab_size))
+    flat[starts] = _worker_tokenizer.eot_token_id
+    for start, document in zip(starts, ids):
+        flat[start + 1 : start + 1 + len(document)] = document
+    return flat, ends
+
+
+def _split(result) -> list[np.ndarray]:
+    flat, ends = result
+    return np.split(flat, ends[:-1])
 
 
 def _batches(documents, text_column: str, size: int):
@@ -165,8 +178,8 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
         batches = _batches(documents, source.text_column, docs_per_task)
         results = pool.imap(_tokenize, batches) if pool else map(_tokenize, batches)
         done = False
-        for token_arrays in results:
-            for tokens in token_arrays:
+        for result in results:
+            for tokens in _split(result):
                 offset = start_offset if doc_index == start_doc else 0
                 tokens = tokens[offset:]
                 if offset == 0:
