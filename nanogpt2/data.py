@@ -242,3 +242,50 @@ class ValidationLoader:
         tokens = self.batch_size * self.seq_len
         for i in self.indices:
             yield _windows_to_tensors(self.stream[i * tokens : (i + 1) * tokens + 1], self.batch_size, self.seq_len)
+
+
+class StreamingTrainLoader:
+    """TrainLoader's interface over a streaming `datasets.IterableDataset`: each rank reads its own
+    part (split_dataset_by_node), documents are shuffled in a buffer, tokenized on the fly and packed
+    into windows. The state (the dataset's position plus the leftover tokens) makes resume exact."""
+
+    def __init__(self, dataset, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 1337, text_column: str = "text", shuffle_buffer: int = 10_000):
+        from datasets.distributed import split_dataset_by_node
+
+        if shuffle_buffer:
+            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        self.dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        self.tokenizer, self.text_column = tokenizer, text_column
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.epoch = 0
+        self.buffer: list[int] = []
+        self._rows = None
+
+    def _next_document(self) -> list[int]:
+        for _ in range(2):
+            if self._rows is None:
+                self.dataset.set_epoch(self.epoch)
+                self._rows = iter(self.dataset)
+            try:
+                row = next(self._rows)
+                return [self.tokenizer.eot_token_id] + self.tokenizer.encode_ordinary(row[self.text_column])
+            except StopIteration:
+                self.epoch, self._rows = self.epoch + 1, None
+        raise DataError("the streaming dataset yielded no documents for this process")
+
+    def next_batch(self):
+        need = self.batch_size * self.seq_len + 1
+        while len(self.buffer) < need:
+            self.buffer.extend(self._next_document())
+        window = np.array(self.buffer[:need])
+        del self.buffer[: need - 1]  # the next window starts at this one's last target
+        return _windows_to_tensors(window, self.batch_size, self.seq_len)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "dataset": self.dataset.state_dict(), "buffer": list(self.buffer)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.buffer = state["epoch"], list(state["buffer"])
+        self.dataset.load_state_dict(state["dataset"])
+        self._rows = None

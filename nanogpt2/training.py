@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import _fsync_tree, write_model_files
 from .configuration_nanogpt2 import NanoGPT2Config
-from .data import DataError, TrainLoader, ValidationLoader, tokenize_files
+from .data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
+                   tokenize_documents, tokenize_files)
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, cosine_lr
@@ -102,6 +103,20 @@ def load_token_data(config: RunConfig, tokenizer):
     return [train[:split]], [train[split:]]
 
 
+def streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
+    """--dataset_name: the first documents (eval_tokens of them) are validation, the rest stream to training."""
+    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True)
+    validation, tokens = [], 0
+    for row in stream:
+        validation.append(row[config.text_column])
+        tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
+        if tokens > config.eval_tokens:
+            break
+    train = StreamingTrainLoader(stream.skip(len(validation)), tokenizer, config.micro_batch_size,
+                                 config.sequence_length, rank, world_size, config.seed, config.text_column)
+    return train, [tokenize_documents(validation, tokenizer)]
+
+
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (a checkpoint directory appears only by its final rename), oldest first."""
     if not output_dir.is_dir():
@@ -168,16 +183,22 @@ class Trainer:
         self.tokenizer = load_tokenizer(config.tokenizer)
         set_seed(config.seed)
         self.model_config = model_config(config, self.tokenizer)
-        train_arrays, val_arrays = load_token_data(config, self.tokenizer)
+        if config.dataset_name:
+            self.train_loader, val_arrays = streaming_data(config, self.tokenizer, acc.process_index,
+                                                           acc.num_processes)
+            train_arrays = []
+        else:
+            train_arrays, val_arrays = load_token_data(config, self.tokenizer)
         for name, arrays in (("training", train_arrays), ("validation", val_arrays)):
             for array in arrays:
                 if len(array) and int(array.max()) >= self.model_config.tokenizer_vocab_size:
                     raise DataError(f"{name} data holds token id {int(array.max())} >= the vocabulary size "
                                     f"{self.model_config.tokenizer_vocab_size}: it was made with another tokenizer; "
                                     "re-tokenize it or pass the matching --tokenizer")
-        self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
-                                        acc.process_index, acc.num_processes, config.seed,
-                                        eot_token_id=self.tokenizer.eot_token_id)
+        if not config.dataset_name:
+            self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
+                                            acc.process_index, acc.num_processes, config.seed,
+                                            eot_token_id=self.tokenizer.eot_token_id)
         val_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
         self.val_loader = ValidationLoader(val_arrays, config.micro_batch_size, config.sequence_length, val_batches,
                                            acc.process_index, acc.num_processes)

@@ -177,3 +177,25 @@ def test_offline_hub_dataset_fails_fast_with_hint(tmp_path):
                                                                              "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1
     assert "--data_files" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_streaming_loader_disjoint_ranks_and_exact_resume(english_mix_file):
+    from nanogpt2.data import StreamingTrainLoader, load_local_text_dataset
+
+    def loader(rank=0, world_size=1):
+        dataset = load_local_text_dataset([english_mix_file], streaming=True)
+        return StreamingTrainLoader(dataset, load_tokenizer(), 2, 32, rank, world_size, seed=3, shuffle_buffer=64)
+
+    ranks = [loader(r, 2) for r in range(2)]
+    firsts = [r.next_batch()[0] for r in ranks]
+    assert not np.array_equal(firsts[0], firsts[1])
+    reference = loader()
+    for _ in range(3):
+        reference.next_batch()
+    state = json.loads(json.dumps(reference.state_dict()))
+    expected = [reference.next_batch()[0] for _ in range(3)]
+    resumed = loader()
+    resumed.load_state_dict(state)
+    for batch in expected:
+        x, y = resumed.next_batch()
+        assert np.array_equal(x, batch) and np.array_equal(x[:, 1:], y[:, :-1])

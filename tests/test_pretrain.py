@@ -102,6 +102,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
     (["--preset", "gpt5"], "unknown"),
     (["--sequence_length", "512", "--total_batch_size", "2048"], "n_positions"),
     (["--resume_from_checkpoint", "/nonexistent"], "not a checkpoint"),
+    (["--dataset_name", "HuggingFaceFW/fineweb-edu"], "--train_file"),  # offline (conftest sets HF_HUB_OFFLINE)
 ])
 def test_bad_inputs_give_clear_errors(args, message, tmp_path, tinyshakespeare_file):
     result = pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--max_steps", 1, "--output_dir", tmp_path]
