@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Train your own byte-level BPE tokenizer (GPT-2's pre-tokenization regex and byte alphabet).
+
+    python train_tokenizer.py --files input.txt --vocab_size 4096 --output_dir tokenizers/shakespeare-4k
+    python prepare_fineweb.py --data_files docs.jsonl --tokenizer tokenizers/shakespeare-4k --output_dir data/sk
+    python run_pretrain.py --preset tiny --tokenizer tokenizers/shakespeare-4k --data_dir data/sk
+
+The output directory holds Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json) with
+<|endoftext|> as the document separator; checkpoints trained with it carry it for AutoTokenizer.
+"""
+
+import argparse
+import sys
+
+from nanogpt2.bpe_training import train_bpe_tokenizer
+from nanogpt2.data import DataError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", nargs="+", required=True, help=".txt/.jsonl/.json/.parquet training text")
+    parser.add_argument("--vocab_size", type=int, default=8192, help="including the 256 bytes and <|endoftext|>")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--text_column", default="text", help="column of .jsonl/.parquet files")
+    parser.add_argument("--min_frequency", type=int, default=2, help="merge only pairs seen this often")
+    args = parser.parse_args(argv)
+    try:
+        tokenizer = train_bpe_tokenizer(args.files, args.vocab_size, args.output_dir, args.text_column,
+                                        args.min_frequency)
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output_dir}: {len(tokenizer)} tokens")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
