@@ -131,3 +131,29 @@ def test_ecosystem_without_nanogpt2(run, tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
+    """EleutherAI lm-evaluation-harness's HF wrapper loads the checkpoint and scores HellaSwag endings
+    exactly as our harness-style scorer does."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
+    from nanogpt2.hellaswag import evaluate_hellaswag, harness_preprocess, load_hellaswag
+    from nanogpt2.tokenizer import load_tokenizer
+
+    checkpoint = str(run / "checkpoint-3")
+    examples = load_hellaswag(hellaswag_file, limit=4)
+    harness = HFLM(pretrained=checkpoint, backend="causal", batch_size=4, device="cpu")
+    requests = [
+        Instance(request_type="loglikelihood", doc=example, idx=i, arguments=(
+            harness_preprocess(example["activity_label"] + ": " + example["ctx_a"] + " "
+                               + example["ctx_b"].capitalize()), " " + harness_preprocess(ending)))
+        for example in examples for i, ending in enumerate(example["endings"])]
+    theirs = [-loglikelihood for loglikelihood, _ in harness.loglikelihood(requests, disable_tqdm=True)]
+    ours = evaluate_hellaswag(AutoModelForCausalLM.from_pretrained(checkpoint), load_tokenizer(), examples,
+                              style="harness", progress=False)
+    ours = [loss for prediction in ours["predictions"] for loss in prediction["sum_losses"]]
+    assert max(abs(a - b) for a, b in zip(theirs, ours)) < 1e-3 and len(ours) == 16
