@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 import torch
 
@@ -23,28 +22,33 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint directory or Hub id")
-    parser.add_argument("--data_file", help="local HellaSwag jsonl (default: download the official file once)")
-    parser.add_argument("--split", default="validation", choices=["validation", "train"])
+    parser.add_argument("--data_file", help="local HellaSwag jsonl (default: download the official file once, "
+                        "sha256-checked, cached under $HF_HOME/nanogpt2)")
+    parser.add_argument("--split", default="validation", choices=["validation", "train"],
+                        help="which official file to download when --data_file is not given")
     parser.add_argument("--limit", type=int, help="evaluate the first N examples only")
     parser.add_argument("--batch_size", type=int, default=32, help="examples (x4 endings) per forward pass")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    parser.add_argument("--style", choices=["completion", "harness"], default="completion")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this process's accelerator device, "
+                        "else cuda when available)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="weights' dtype")
+    parser.add_argument("--style", choices=["completion", "harness"], default="completion",
+                        help="completion: build-nanogpt's scoring; harness: lm-evaluation-harness's")
+    parser.add_argument("--max_length", type=int, help="context window (default: from the model config); "
+                        "longer examples are truncated from the left and counted")
     parser.add_argument("--output_file", help="write the results JSON here")
     parser.add_argument("--predictions_file", help="write one JSON line per example here")
     parser.add_argument("--trust_remote_code", action="store_true", help="allow the checkpoint's own code")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
+    from nanogpt2.hellaswag import (HellaSwagError, evaluate_hellaswag, load_hellaswag, load_model_and_tokenizer,
+                                    write_results)
 
     accelerator = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch / torchrun
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -52,34 +56,21 @@ def main(argv=None) -> int:
         accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         examples = load_hellaswag(args.data_file, split=args.split, limit=args.limit)
-        if not Path(args.model).is_dir() and (Path(args.model).exists() or args.model.startswith((".", "/"))):
-            raise HellaSwagError(f"--model {args.model} is not a checkpoint directory")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype],
-                                                         trust_remote_code=args.trust_remote_code).to(device)
-            tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-        except OSError as error:
-            raise HellaSwagError(f"could not load --model {args.model}: {error}") from None
+        model, tokenizer = load_model_and_tokenizer(args.model, DTYPES[args.dtype], device, args.trust_remote_code)
+        result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
+                                    device=device, accelerator=accelerator, progress=not args.no_progress,
+                                    max_length=args.max_length)
     except HellaSwagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
-                                device=device, accelerator=accelerator)
     if accelerator is not None and not accelerator.is_main_process:
         return 0
-    predictions = result.pop("predictions")
     result["model"] = args.model
-    print(json.dumps(result, indent=2))
+    write_results(result, args.output_file, args.predictions_file)
+    print(json.dumps({key: value for key, value in result.items() if key != "predictions"}, indent=2))
     if result["num_truncated"]:
         print(f"note: {result['num_truncated']} example(s) were longer than the model's context and were "
               "truncated from the left", file=sys.stderr)
-    if args.output_file:
-        Path(args.output_file).write_text(json.dumps(result, indent=2) + "\n")
-    if args.predictions_file:
-        with open(args.predictions_file, "w") as f:
-            for p in predictions:
-                f.write(json.dumps({k: p[k] for k in ("ind", "label", "pred", "pred_norm", "sum_losses",
-                                                      "mean_losses")}) + "\n")
     return 0
 
 

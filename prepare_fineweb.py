@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """FineWeb-Edu (or any text dataset) -> GPT-2 token shards for run_pretrain.py --data_dir.
 
-    python prepare_fineweb.py                                        # FineWeb-Edu sample-10BT (online), 100M-token shards
-    python prepare_fineweb.py --data_files docs.jsonl --output_dir data/docs --shard_size 1000000
-    python prepare_fineweb.py --max_tokens 10000000                  # try it on the first 10M tokens
+    python prepare_fineweb.py                          # FineWeb-Edu sample-10BT (online) -> edu_fineweb10B/, 100M/shard
+    python prepare_fineweb.py --max_tokens 10000000    # try it on the first 10M tokens
+    python prepare_fineweb.py --data_files docs.jsonl --output_dir data/docs --shard_size 1000000   # offline
 
 Shard 0 is validation, the rest training. Every document is prefixed with <|endoftext|> and encoded with
-encode_ordinary (special-token text inside documents is plain text). Rerunning skips intact shards.
-The shard format and manifest.json are described in nanogpt2/shards.py and the README.
+encode_ordinary (special-token text inside documents is plain text). Any --num_proc gives the same bytes.
+A rerun keeps intact shards untouched, rebuilds missing or damaged ones and continues an interrupted run.
+The shard format and manifest.json are described in the README ("Data: FineWeb-Edu shards").
 """
 
 import argparse
@@ -20,20 +21,29 @@ from nanogpt2.prepare import Source, prepare_shards
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_name", default="HuggingFaceFW/fineweb-edu", help="Hub dataset")
+    parser.add_argument("--dataset_name", default="HuggingFaceFW/fineweb-edu", help="Hub dataset (needs internet)")
     parser.add_argument("--dataset_config_name", default="sample-10BT", help="the Hub dataset's config")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--revision", default=None, help="Hub dataset revision (recorded in the manifest)")
-    parser.add_argument("--data_files", nargs="+", help="local .jsonl/.json/.parquet/.txt files instead of the Hub")
-    parser.add_argument("--text_column", default="text")
-    parser.add_argument("--output_dir", default="edu_fineweb10B")
-    parser.add_argument("--shard_size", type=int, default=100_000_000, help="tokens per shard")
-    parser.add_argument("--num_proc", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="tokenizer processes")
-    parser.add_argument("--max_tokens", type=int, default=None, help="stop after this many tokens")
-    parser.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
-    parser.add_argument("--tokenizer", default=None, help="HF tokenizer.json directory (default: GPT-2's)")
-    parser.add_argument("--prefix", default=None, help="shard file prefix (default: edufineweb, or 'shard' for local files)")
+    parser.add_argument("--split", default="train", help="the Hub dataset's split")
+    parser.add_argument("--revision", default=None,
+                        help="Hub dataset branch, tag or commit (default main); the commit read is in the manifest")
+    parser.add_argument("--data_files", nargs="+",
+                        help="local .jsonl/.json/.parquet files (one document per row) or .txt files (one document "
+                             "each) instead of the Hub; works offline")
+    parser.add_argument("--text_column", default="text", help="the column that holds the documents' text")
+    parser.add_argument("--output_dir", default="edu_fineweb10B", help="where the shards and manifest.json go")
+    parser.add_argument("--shard_size", type=int, default=100_000_000, help="tokens per shard (default 100M)")
+    parser.add_argument("--num_proc", type=int, default=max(1, os.cpu_count() or 1),
+                        help="tokenizer processes (default: one per CPU core)")
+    parser.add_argument("--max_tokens", type=int, default=None,
+                        help="stop after this many tokens (to try it; with a Hub dataset add --streaming, or the "
+                             "whole dataset is downloaded first)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="Hub only: tokenize while downloading, without datasets' Arrow copy on disk "
+                             "(local files are always streamed)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="a tokenizer.json directory, e.g. from train_tokenizer.py (default: GPT-2's)")
+    parser.add_argument("--prefix", default=None,
+                        help="shard file name prefix (default: edufineweb for the Hub, shard for local files)")
     args = parser.parse_args(argv)
     source = Source(None if args.data_files else args.dataset_name,
                     None if args.data_files else args.dataset_config_name, args.split, args.data_files,

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Train your own byte-level BPE tokenizer (GPT-2's pre-tokenization regex and byte alphabet).
+"""Train your own byte-level BPE tokenizer (GPT-2's pre-tokenization regex and byte alphabet) with the
+Hugging Face `tokenizers` library, then pretrain with it:
 
     python train_tokenizer.py --files input.txt --vocab_size 4096 --output_dir tokenizers/shakespeare-4k
     python prepare_fineweb.py --data_files docs.jsonl --tokenizer tokenizers/shakespeare-4k --output_dir data/sk
     python run_pretrain.py --preset tiny --tokenizer tokenizers/shakespeare-4k --data_dir data/sk
 
 The output directory holds Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json) with
-<|endoftext|> as the document separator; checkpoints trained with it carry it for AutoTokenizer.
+<|endoftext|> (id 0) as the document separator; AutoTokenizer and nanogpt2.tokenizer.load_tokenizer load
+it, the shard manifest records its fingerprint, and checkpoints trained with it carry it.
 """
 
 import argparse
@@ -18,11 +20,13 @@ from nanogpt2.data import DataError
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", nargs="+", required=True, help=".txt/.jsonl/.json/.parquet training text")
-    parser.add_argument("--vocab_size", type=int, default=8192, help="including the 256 bytes and <|endoftext|>")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--text_column", default="text", help="column of .jsonl/.parquet files")
-    parser.add_argument("--min_frequency", type=int, default=2, help="merge only pairs seen this often")
+    parser.add_argument("--files", nargs="+", required=True,
+                        help=".txt (a file is one document), .jsonl/.json/.parquet (a row is one document) files")
+    parser.add_argument("--vocab_size", type=int, default=8192,
+                        help="tokens in all: 256 bytes + <|endoftext|> + merges (default 8192)")
+    parser.add_argument("--output_dir", required=True, help="directory for tokenizer.json and tokenizer_config.json")
+    parser.add_argument("--text_column", default="text", help="column holding the text in .jsonl/.json/.parquet files")
+    parser.add_argument("--min_frequency", type=int, default=2, help="merge only pairs seen at least this often")
     args = parser.parse_args(argv)
     try:
         tokenizer = train_bpe_tokenizer(args.files, args.vocab_size, args.output_dir, args.text_column,
@@ -31,6 +35,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.output_dir}: {len(tokenizer)} tokens")
+    if len(tokenizer) < args.vocab_size:
+        print(f"warning: the text has too few distinct pairs seen {args.min_frequency}+ times for "
+              f"--vocab_size {args.vocab_size}; add text or lower --min_frequency", file=sys.stderr)
     return 0
 
 

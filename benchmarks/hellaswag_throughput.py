@@ -83,6 +83,7 @@ def main(argv=None):
     for name, values in rates.items():
         print(f"{name:<50} {max(values):8.1f} examples/s {max(values) / reference:6.2f}x  "
               f"acc_norm {accuracies[name]:.4f}")
+    return {name: {"examples_per_sec": max(values), "acc_norm": accuracies[name]} for name, values in rates.items()}
 
 
 if __name__ == "__main__":

@@ -1,32 +1,27 @@
 """Tiny Shakespeare as characters: the vocabulary, a 90/10 split, random (x, y) batches, loss estimates.
-Shared by bigram.py and gpt_char.py (the seed's first two steps)."""
+Shared by bigram.py and gpt_char.py (the seed's first two steps).
 
-import json
-import os
-import urllib.request
+The character vocabulary is saved as a Hugging Face tokenizer (tokenizer.json: a BPE model with no
+merges, so every character is one token, and a `Fuse` decoder, so decoding adds no spaces), which
+makes a character-level checkpoint load with AutoTokenizer like any other.
+"""
+
 from pathlib import Path
 
 import torch
 
-URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-LOCAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+from nanogpt2.training import download_tiny_shakespeare
+
+SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 def load_text(path=None) -> str:
-    """--data_file if given; else ../shared/data's copy next to the checkout; else downloaded once."""
-    for candidate in (path, LOCAL):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).read_text(encoding="utf-8")
-    if path:
-        raise SystemExit(f"error: {path} does not exist")
-    cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "nanogpt2" / "tinyshakespeare.txt"
-    if not cache.is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            cache.write_bytes(urllib.request.urlopen(URL, timeout=30).read())
-        except OSError as error:
-            raise SystemExit(f"error: could not download Tiny Shakespeare ({error}); pass --data_file input.txt")
-    return cache.read_text(encoding="utf-8")
+    """--data_file if given; else ../shared/data's copy beside the checkout; else downloaded once."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: --data_file {path} does not exist; pass Tiny Shakespeare's input.txt")
+        return Path(path).read_text(encoding="utf-8")
+    return Path(SHARED_COPY if SHARED_COPY.is_file() else download_tiny_shakespeare()).read_text(encoding="utf-8")
 
 
 class CharTokenizer:
@@ -42,20 +37,35 @@ class CharTokenizer:
 
     @classmethod
     def from_pretrained(cls, directory):
-        return cls(json.loads((Path(directory) / "char_vocab.json").read_text()))
+        from tokenizers import Tokenizer
+
+        vocab = Tokenizer.from_file(str(Path(directory) / "tokenizer.json")).get_vocab()
+        return cls(sorted(vocab, key=vocab.get))
 
     @property
     def vocab_size(self):
         return len(self.chars)
 
     def encode(self, text):
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the {self.vocab_size}-character vocabulary")
         return [self.index[c] for c in text]
 
     def decode(self, ids):
         return "".join(self.chars[i] for i in ids)
 
+    def to_hf(self):
+        """The same vocabulary as a transformers tokenizer (what AutoTokenizer loads from a checkpoint)."""
+        from tokenizers import Tokenizer, decoders, models
+        from transformers import PreTrainedTokenizerFast
+
+        backend = Tokenizer(models.BPE(vocab=dict(self.index), merges=[]))
+        backend.decoder = decoders.Fuse()
+        return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=["input_ids", "attention_mask"])
+
     def save_pretrained(self, directory):
-        (Path(directory) / "char_vocab.json").write_text(json.dumps(self.chars))
+        self.to_hf().save_pretrained(directory)
 
 
 def split_data(text, tokenizer, train_fraction=0.9):
@@ -65,7 +75,7 @@ def split_data(text, tokenizer, train_fraction=0.9):
 
 
 def get_batch(data, batch_size, block_size, generator):
-    starts = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     x = torch.stack([data[i : i + block_size] for i in starts])
     y = torch.stack([data[i + 1 : i + block_size + 1] for i in starts])
     return x, y
@@ -73,7 +83,8 @@ def get_batch(data, batch_size, block_size, generator):
 
 @torch.no_grad()
 def estimate_loss(loss_fn, splits, batch_size, block_size, eval_iters, seed=0):
-    """Mean loss over `eval_iters` random batches of each split (nanoGPT's estimate_loss)."""
+    """Mean loss over `eval_iters` random batches of each split (nanoGPT's estimate_loss); the batches
+    come from a fixed seed, so every evaluation of a run sees the same characters."""
     generator = torch.Generator().manual_seed(seed)
     return {name: sum(loss_fn(*get_batch(data, batch_size, block_size, generator)).item()
                       for _ in range(eval_iters)) / eval_iters for name, data in splits.items()}

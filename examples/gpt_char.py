@@ -2,9 +2,17 @@
 
     python examples/gpt_char.py --config cpu     # nanoGPT's CPU config: 4x4x128, context 64, 2000 steps
     python examples/gpt_char.py --config gpu     # 6x6x384, context 256, dropout 0.2, 5000 steps (nanoGPT: val 1.47)
+    python examples/gpt_char.py --config cpu --n_layer 2 --max_iters 500   # any setting can be overridden
 
-The checkpoint loads with AutoModelForCausalLM (after `import nanogpt2`); char_vocab.json beside it maps
-ids back to characters (CharTokenizer.from_pretrained in examples/char_data.py).
+The model is NanoGPT2ForCausalLM with vocab_size = tokenizer_vocab_size = 65. The checkpoint in
+--output_dir loads with AutoModelForCausalLM and its character vocabulary with AutoTokenizer:
+
+    import nanogpt2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained("runs/gpt-char")
+    tokenizer = AutoTokenizer.from_pretrained("runs/gpt-char")
+    out = model.generate(**tokenizer("ROMEO:", return_tensors="pt"), max_new_tokens=50, do_sample=True)
+    print(tokenizer.decode(out[0]))   # prompt + new characters must fit the context (64 for --config cpu)
 """
 
 import argparse
@@ -14,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-import nanogpt2  # noqa: F401
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
 from nanogpt2.optim import build_optimizer, cosine_lr
@@ -22,7 +29,8 @@ from nanogpt2.optim import build_optimizer, cosine_lr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from char_data import CharTokenizer, estimate_loss, get_batch, load_text, split_data  # noqa: E402
 
-# nanoGPT's config/train_shakespeare_char.py and its README's CPU variant
+# nanoGPT's config/train_shakespeare_char.py ("gpu") and the CPU variant from its README ("cpu");
+# the rest is nanoGPT's train.py defaults: AdamW (0.9, 0.99), weight decay 0.1, clip 1.0, cosine to lr/10.
 CONFIGS = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000, dropout=0.0,
                 learning_rate=1e-3, warmup_iters=100, eval_interval=250, eval_iters=20),
@@ -33,7 +41,8 @@ CONFIGS = {
 
 @torch.no_grad()
 def sample(model, prompt_ids, max_new_tokens, block_size, generator):
-    """Sampling with the context cropped to the last block_size characters (nanoGPT's generate)."""
+    """Sampling with the context cropped to the last block_size characters (nanoGPT's generate), so
+    the sample can be longer than the model's context."""
     model.eval()
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], device=device)
@@ -44,17 +53,29 @@ def sample(model, prompt_ids, max_new_tokens, block_size, generator):
     return ids[0].tolist()
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=list(CONFIGS), default="cpu")
+    parser.add_argument("--config", choices=list(CONFIGS), default="cpu", help="nanoGPT's settings to start from")
     for name, default in CONFIGS["cpu"].items():
-        parser.add_argument(f"--{name}", type=type(default), default=None, help=f"override (cpu config: {default})")
+        parser.add_argument(f"--{name}", type=type(default), default=None,
+                            help=f"override (cpu: {default}, gpu: {CONFIGS['gpu'][name]})")
     parser.add_argument("--data_file", help="Tiny Shakespeare input.txt (default: ../shared/data's, else download)")
-    parser.add_argument("--output_dir", default="runs/gpt-char")
+    parser.add_argument("--output_dir", default="runs/gpt-char", help="where the checkpoint is written")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num_threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's)")
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args(argv)
-    settings = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in CONFIGS[args.config].items()}
+    args.settings = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in CONFIGS[args.config].items()}
+    if args.settings["n_embd"] % args.settings["n_head"]:
+        parser.error(f"--n_embd {args.settings['n_embd']} must be a multiple of --n_head {args.settings['n_head']}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    settings = args.settings
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
 
     text = load_text(args.data_file)
@@ -63,6 +84,7 @@ def main(argv=None):
     config = NanoGPT2Config(n_layer=settings["n_layer"], n_head=settings["n_head"], n_embd=settings["n_embd"],
                             n_positions=settings["block_size"], vocab_size=tokenizer.vocab_size,
                             tokenizer_vocab_size=tokenizer.vocab_size, dropout=settings["dropout"],
+                            bias=False,  # nanoGPT's default (train.py: bias = False)
                             bos_token_id=None, eos_token_id=None)
     model = NanoGPT2ForCausalLM(config).to(args.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {settings}")
@@ -96,10 +118,11 @@ def main(argv=None):
             history.append((step, evaluate()))
             print(f"step {step}: train {history[-1][1]['train']:.4f}, val {history[-1][1]['val']:.4f} "
                   f"({time.time() - start:.0f} s)")
+    print(f"trained {settings['max_iters']} steps in {time.time() - start:.0f} s; a sample:")
     print(tokenizer.decode(sample(model, tokenizer.encode("\n"), 300, settings["block_size"], generator)))
     save_model_checkpoint(model.cpu(), args.output_dir, tokenizer=tokenizer)
-    print(f"saved {args.output_dir} in {time.time() - start:.0f} s")
-    return history
+    print(f"saved {args.output_dir} (AutoModelForCausalLM + AutoTokenizer)")
+    return history, model
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
-"""Token streams for pretraining: local text files -> tokens, and the per-rank batch loaders.
+"""Token streams for pretraining: local files and Hub datasets -> tokens, and the per-rank loaders.
 
 TrainLoader reads (B, T+1) windows of a virtual stream made of the documents of every token array,
 in an order reshuffled each epoch (shard order, then document order inside each shard), so the loss
 has no period tied to the data layout. Global window g goes to rank g % world_size, so ranks read
 disjoint windows; the state is (epoch, windows consumed), which makes resume exact.
+StreamingTrainLoader gives the same interface over a streaming `datasets` dataset.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,67 +16,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and what to do."""
-
-
-def read_documents(path: str | Path, text_column: str = "text") -> list[str]:
-    """A .txt file is one document; .jsonl/.json/.parquet have one document per row in `text_column`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if suffix in (".jsonl", ".json"):
-        documents = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-                if not isinstance(row, dict) or text_column not in row:
-                    raise DataError(f"{path}:{number}: no {text_column!r} field (set --text_column)")
-                documents.append(row[text_column])
-        return documents
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if text_column not in table.column_names:
-            raise DataError(f"{path}: no {text_column!r} column (columns: {table.column_names}; set --text_column)")
-        return table.column(text_column).to_pylist()
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .txt, .jsonl, .json or .parquet")
+from .documents import (Chunk, DataError, batched, check_local_file, local_chunks, read_documents,  # noqa: F401
+                        token_dtype, tokenize_chunks)
+from .shards import open_shard
 
 
-def token_dtype(vocab_size: int):
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
-
-
-def tokenize_documents(documents: Sequence[str], tokenizer) -> np.ndarray:
+def tokenize_documents(documents: Sequence[str], tokenizer, num_proc: int = 1) -> np.ndarray:
     """One token stream: each document prefixed with the end-of-text token (GPT-2's document separator)."""
-    eot = tokenizer.eot_token_id
-    pieces = [[eot] + ids for ids in tokenizer.encode_ordinary_batch(list(documents))]
-    total = sum(len(p) for p in pieces)
-    stream = np.empty(total, dtype=token_dtype(tokenizer.vocab_size))
-    position = 0
-    for piece in pieces:
-        stream[position : position + len(piece)] = piece
-        position += len(piece)
+    chunks = (Chunk("texts", texts=tuple(batch)) for batch in batched(documents, 64))
+    return _concatenate(tokenize_chunks(((chunk, 0) for chunk in chunks), tokenizer, num_proc=num_proc), tokenizer)
+
+
+def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1) -> np.ndarray:
+    """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`): a .txt file
+    is one document, the others one document per row in `text_column`."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in paths:
+        check_local_file(path, text_column)
+    tasks = ((chunk, 0) for path in paths for chunk in local_chunks(path))
+    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer)
+    if len(stream) == 0:
+        raise DataError(f"no documents in {', '.join(map(str, paths))}")
     return stream
 
 
-def tokenize_files(paths, tokenizer, text_column: str = "text") -> np.ndarray:
-    """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`)."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    documents = [doc for path in paths for doc in read_documents(path, text_column)]
-    if not documents:
-        raise DataError(f"no documents in {', '.join(map(str, paths))}")
-    return tokenize_documents(documents, tokenizer)
+def _concatenate(results, tokenizer) -> np.ndarray:
+    pieces = [tokens for tokens, _ in results]
+    return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))
 
 
 def load_local_text_dataset(data_files, streaming: bool = False):
@@ -100,22 +66,49 @@ OFFLINE_HINT = ("pass local files instead: prepare_fineweb.py --data_files docs.
                 "run_pretrain.py --train_file docs.jsonl")
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_hub_dataset(dataset_name: str, revision: str | None = None) -> str:
+    """The commit sha of a Hub dataset (at `revision`, default the main branch), from one quick request.
+    Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, or no connection) it raises DataError at once, instead
+    of `datasets.load_dataset`'s retries with back-off."""
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
+        raise DataError(f"the Hub dataset {dataset_name} cannot be loaded offline (HF_HUB_OFFLINE is set); "
+                        + OFFLINE_HINT)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return HfApi().dataset_info(dataset_name, revision=revision, timeout=10).sha
+    except RepositoryNotFoundError:
+        raise DataError(f"no dataset {dataset_name!r} on the Hub (check --dataset_name; for a gated or private "
+                        "dataset run `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise DataError(f"the Hub dataset {dataset_name} has no revision {revision!r} (check --revision)") from None
+    except HfHubHTTPError as error:
+        raise DataError(f"the Hub refused {dataset_name}: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # no connection: huggingface_hub's HTTP client raises its own transport errors
+        raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
+                        + OFFLINE_HINT) from None
+
+
 def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train", streaming=False, data_files=None,
-                          revision=None):
-    """The one call of `datasets.load_dataset` for Hub data; offline it fails at once with what to do."""
+                          revision=None, num_proc=None):
+    """The one call of `datasets.load_dataset` for Hub data (local `data_files` are read instead when given).
+    The revision is pinned to the commit sha that `resolve_hub_dataset` finds; offline it fails at once."""
     if data_files:
         return load_local_text_dataset(data_files, streaming=streaming)
     if not dataset_name:
         raise DataError("no data: pass --dataset_name (Hub) or local files; " + OFFLINE_HINT)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise DataError(f"the Hub dataset {dataset_name} cannot be loaded offline (HF_HUB_OFFLINE is set); "
-                        + OFFLINE_HINT)
+    sha = resolve_hub_dataset(dataset_name, revision)
     import datasets
 
     try:
+        extra = {} if streaming or not num_proc else {"num_proc": num_proc}  # parallel download and conversion
         return datasets.load_dataset(dataset_name, name=dataset_config_name, split=split, streaming=streaming,
-                                     revision=revision)
+                                     revision=sha, **extra)
     except (ConnectionError, OSError) as error:
         raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
                         + OFFLINE_HINT) from None
@@ -123,8 +116,6 @@ def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train",
 
 def open_token_shards(data_dir, split: str, vocab_size: int | None = None, tokenizer=None) -> list[np.ndarray]:
     """The memory-mapped, validated token shards of `split` ("train" or "val") in a prepare_fineweb.py directory."""
-    from .shards import open_shard
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py")
@@ -245,47 +236,100 @@ class ValidationLoader:
 
 
 class StreamingTrainLoader:
-    """TrainLoader's interface over a streaming `datasets.IterableDataset`: each rank reads its own
-    part (split_dataset_by_node), documents are shuffled in a buffer, tokenized on the fly and packed
-    into windows. The state (the dataset's position plus the leftover tokens) makes resume exact."""
+    """TrainLoader's interface over a streaming `datasets` dataset, without preprocessing: each rank
+    reads its own part (`split_dataset_by_node`), documents are shuffled in a buffer of
+    `shuffle_buffer` documents (reseeded per rank and epoch), tokenized on the fly and packed into
+    windows. `datasets`' own shuffle buffer is not used: its content is lost on resume. Here the
+    buffer's texts, the generator state and the leftover tokens are part of `state_dict()`, so resume
+    is exact (the state holds `shuffle_buffer` documents of text: about 4 MB for FineWeb-Edu at 1,000)."""
 
-    def __init__(self, dataset, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 1337, text_column: str = "text", shuffle_buffer: int = 10_000):
+    def __init__(self, dataset_name, dataset_config_name=None, split="train", tokenizer=None, batch_size: int = 8,
+                 seq_len: int = 1024, rank: int = 0, world_size: int = 1, seed: int = 1337, text_column: str = "text",
+                 data_files=None, shuffle_buffer: int = 1000):
+        if dataset_name is not None and not isinstance(dataset_name, str):
+            raise TypeError("StreamingTrainLoader takes a Hub dataset name; for a dataset object use "
+                            "StreamingTrainLoader.from_dataset(dataset, tokenizer, batch_size, seq_len, ...)")
+        if tokenizer is None:
+            raise ValueError("StreamingTrainLoader needs a tokenizer (nanogpt2.tokenizer.load_tokenizer())")
+        dataset = load_hub_text_dataset(dataset_name, dataset_config_name, split, streaming=True, data_files=data_files)
+        self._setup(dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer)
+
+    @classmethod
+    def from_dataset(cls, dataset, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
+                     seed: int = 1337, text_column: str = "text", shuffle_buffer: int = 1000) -> "StreamingTrainLoader":
+        """The loader over an `IterableDataset` you made (e.g. `stream.skip(n)` after taking validation)."""
+        loader = cls.__new__(cls)
+        loader._setup(dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer)
+        return loader
+
+    def _setup(self, dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer):
         from datasets.distributed import split_dataset_by_node
 
-        if shuffle_buffer:
-            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
         self.dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
         self.tokenizer, self.text_column = tokenizer, text_column
         self.batch_size, self.seq_len = batch_size, seq_len
+        self.rank, self.world_size, self.seed, self.shuffle_buffer = rank, world_size, seed, max(1, shuffle_buffer)
         self.epoch = 0
-        self.buffer: list[int] = []
-        self._rows = None
+        self.documents: list[str] = []  # the shuffle buffer
+        self.tokens: list[int] = []  # tokenized but not yet batched
+        self._start_epoch(self.epoch)
 
-    def _next_document(self) -> list[int]:
+    def _start_epoch(self, epoch: int, dataset_state: dict | None = None) -> None:
+        self.epoch = epoch
+        self.rng = np.random.default_rng([self.seed, self.rank, epoch])
+        self.dataset.set_epoch(epoch)  # before load_state_dict: datasets applies a state only to its own epoch
+        if dataset_state is not None:
+            self.dataset.load_state_dict(dataset_state)
+        self._rows = iter(self.dataset)
+        self._exhausted = False
+
+    def _read_row(self) -> str | None:
+        if self._exhausted:
+            return None
+        try:
+            row = next(self._rows)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        text = row.get(self.text_column)
+        if not isinstance(text, str):
+            raise DataError(f"the streamed dataset's {self.text_column!r} column holds no text (columns: "
+                            f"{sorted(row)}); set --text_column")
+        return text
+
+    def _next_document(self) -> str:
+        """A random document of the buffer, replaced by the next one read; at the end of the epoch the
+        buffer is drained, then the next epoch starts."""
         for _ in range(2):
-            if self._rows is None:
-                self.dataset.set_epoch(self.epoch)
-                self._rows = iter(self.dataset)
-            try:
-                row = next(self._rows)
-                return [self.tokenizer.eot_token_id] + self.tokenizer.encode_ordinary(row[self.text_column])
-            except StopIteration:
-                self.epoch, self._rows = self.epoch + 1, None
-        raise DataError("the streaming dataset yielded no documents for this process")
+            while len(self.documents) < self.shuffle_buffer and (text := self._read_row()) is not None:
+                self.documents.append(text)
+            if self.documents:
+                i = int(self.rng.integers(len(self.documents)))
+                self.documents[i], self.documents[-1] = self.documents[-1], self.documents[i]
+                return self.documents.pop()
+            self._start_epoch(self.epoch + 1)
+        raise DataError(f"the streaming dataset yielded no documents for process {self.rank} of {self.world_size}")
 
     def next_batch(self):
         need = self.batch_size * self.seq_len + 1
-        while len(self.buffer) < need:
-            self.buffer.extend(self._next_document())
-        window = np.array(self.buffer[:need])
-        del self.buffer[: need - 1]  # the next window starts at this one's last target
+        while len(self.tokens) < need:
+            self.tokens.append(self.tokenizer.eot_token_id)
+            self.tokens.extend(self.tokenizer.encode_ordinary(self._next_document()))
+        window = np.array(self.tokens[:need])
+        del self.tokens[: need - 1]  # the next window starts at this one's last target
         return _windows_to_tensors(window, self.batch_size, self.seq_len)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "dataset": self.dataset.state_dict(), "buffer": list(self.buffer)}
+        return {"epoch": self.epoch, "dataset": self.dataset.state_dict(), "exhausted": self._exhausted,
+                "rng": self.rng.bit_generator.state, "documents": list(self.documents), "tokens": list(self.tokens),
+                "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.buffer = state["epoch"], list(state["buffer"])
-        self.dataset.load_state_dict(state["dataset"])
-        self._rows = None
+        for key in ("seed", "rank", "world_size"):
+            if state.get(key) != getattr(self, key):
+                raise DataError(f"cannot resume the streaming position: {key} was {state.get(key)}, now "
+                                f"{getattr(self, key)}; resume with the same seed and number of processes")
+        self._start_epoch(state["epoch"], state["dataset"])
+        self._exhausted = state["exhausted"]
+        self.rng.bit_generator.state = state["rng"]
+        self.documents, self.tokens = list(state["documents"]), list(state["tokens"])

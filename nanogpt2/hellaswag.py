@@ -2,19 +2,26 @@
 
 - completion (build-nanogpt's hellaswag.py): tokens of `ctx`, then of `" " + ending`; the loss over the
   ending tokens only; acc = lowest summed loss, acc_norm = lowest mean loss per token.
-- harness (EleutherAI lm-evaluation-harness, lm_eval/tasks/hellaswag/utils.py and hellaswag.yaml):
+- harness (EleutherAI lm-evaluation-harness 0.4.13, lm_eval/tasks/hellaswag/utils.py and hellaswag.yaml):
   query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()), choices =
-  preprocess(ending), continuation = " " + choice; context and continuation are tokenized together and
-  split where the context's own tokens end (lm_eval/api/model.py `_encode_pair`); acc = highest
-  log-likelihood, acc_norm = highest log-likelihood divided by the choice's length in characters.
+  preprocess(ending), continuation = " " + choice (the default target_delimiter, lm_eval/config/task.py);
+  the context's trailing spaces move to the continuation, then context + continuation are tokenized
+  together and split where the context's own tokens end (lm_eval/api/model.py `_encode_pair`);
+  acc = highest log-likelihood, acc_norm = highest log-likelihood divided by the choice's length in
+  characters (lm_eval/api/task.py `process_results`, multiple_choice `completion_len`).
+  tests/test_hellaswag.py checks the rendering against lm_eval's own `process_docs` (all 10,042
+  validation examples) and `_encode_pair` (every 50th).
 
-All four endings of several examples go through one forward pass (right-padded; no attention mask is
-needed because a causal model never looks at the padding after a real token), examples sorted by length.
+All four endings of several examples go through one forward pass, right-padded: no attention mask is
+needed because a causal model never looks at the padding after a real token. Examples are sorted by
+length so that a batch holds rows of similar width. Like the harness, the last token of a row is only a
+target (never an input), and rows longer than the model's window lose tokens on the left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -29,176 +36,242 @@ HELLASWAG_URLS = {
 }
 HELLASWAG_SHA256 = {"validation": "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"}
 STYLES = ("completion", "harness")
+TEXT_FIELDS = ("ctx", "ctx_a", "ctx_b", "activity_label")
+# Model types whose logits are exactly output_embeddings(base_model(...).last_hidden_state); for them the LM
+# head runs on the ending positions only. Others (final-logit softcapping, logit scales, custom code) go
+# through the model's own forward.
+HEAD_ON_HIDDEN_MODEL_TYPES = {"nanogpt2", "gpt2"}
 
 
 class HellaSwagError(ValueError):
-    """Bad HellaSwag input; the message names the file (and line) and what to do."""
+    """Bad HellaSwag input; the message names the file (and line, or example) and what to do."""
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("NANOGPT2_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-                               / "nanogpt2"))
+    """Where the downloaded file is kept: $NANOGPT2_CACHE, else <HF_HOME or ~/.cache/huggingface>/nanogpt2."""
+    if os.environ.get("NANOGPT2_CACHE"):
+        return Path(os.environ["NANOGPT2_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "nanogpt2"
 
 
 def download_hellaswag(split: str = "validation") -> Path:
-    """The official rowanz/hellaswag file, downloaded once into the cache and checked by sha256."""
+    """The official rowanz/hellaswag file, downloaded once into `cache_dir()` and checked by sha256."""
     if split not in HELLASWAG_URLS:
         raise HellaSwagError(f"unknown HellaSwag split {split!r}; choose {', '.join(HELLASWAG_URLS)}")
     path = cache_dir() / Path(HELLASWAG_URLS[split]).name
-    if not path.is_file():
-        import urllib.request
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        try:
-            with urllib.request.urlopen(HELLASWAG_URLS[split], timeout=30) as response, open(tmp, "wb") as f:
-                f.write(response.read())
-        except OSError as error:
-            raise HellaSwagError(f"could not download HellaSwag ({error}); offline? pass a local copy with "
-                                 "--data_file hellaswag_val.jsonl") from None
-        os.replace(tmp, path)
     expected = HELLASWAG_SHA256.get(split)
-    if expected:
-        verify_sha256(path, expected)
+    if path.is_file():
+        if expected:
+            verify_sha256(path, expected)
+        return path
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise HellaSwagError(f"HellaSwag is not cached at {path} and HF_HUB_OFFLINE is set; pass a local copy "
+                             "with --data_file hellaswag_val.jsonl")
+    import urllib.request
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(HELLASWAG_URLS[split], timeout=30) as response, open(partial, "wb") as f:
+            f.write(response.read())
+        if expected:
+            verify_sha256(partial, expected)  # a bad download never lands in the cache
+        os.replace(partial, path)
+    except OSError as error:
+        raise HellaSwagError(f"could not download {HELLASWAG_URLS[split]} ({error}); offline? pass a local copy "
+                             "with --data_file hellaswag_val.jsonl") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
-def verify_sha256(path: Path, expected: str) -> None:
+def verify_sha256(path, expected: str) -> None:
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     if digest != expected:
         raise HellaSwagError(f"{path} has sha256 {digest}, expected {expected}: the file is corrupt or not the "
                              "official HellaSwag; delete it to download again")
 
 
+def _validate(example, where: str) -> dict:
+    if not isinstance(example, dict):
+        raise HellaSwagError(f"{where}: expected a JSON object, got {type(example).__name__}")
+    for field in (*TEXT_FIELDS, "endings", "label"):
+        if field not in example:
+            raise HellaSwagError(f"{where}: missing field {field!r}")
+    for field in TEXT_FIELDS:
+        if not isinstance(example[field], str):
+            raise HellaSwagError(f"{where}: field {field!r} must be a string")
+    endings = example["endings"]
+    if not isinstance(endings, list) or len(endings) != 4:
+        count = len(endings) if isinstance(endings, list) else type(endings).__name__
+        raise HellaSwagError(f"{where}: expected a list of 4 endings, got {count}")
+    if not all(isinstance(ending, str) for ending in endings):
+        raise HellaSwagError(f"{where}: every ending must be a string")
+    label = example["label"]
+    if isinstance(label, bool) or label not in (0, 1, 2, 3, "0", "1", "2", "3"):
+        raise HellaSwagError(f"{where}: label {label!r} is not one of 0..3")
+    example["label"] = int(label)
+    return example
+
+
 def load_hellaswag(data_file=None, split: str = "validation", limit: int | None = None) -> list[dict]:
-    """Examples of a HellaSwag jsonl file (downloaded when `data_file` is None), each line validated."""
+    """Examples of a HellaSwag jsonl file (the official file, downloaded, when `data_file` is None), every
+    line validated; errors name the file and line."""
     path = Path(data_file) if data_file is not None else download_hellaswag(split)
     if not path.is_file():
-        raise HellaSwagError(f"HellaSwag file {path} does not exist")
+        raise HellaSwagError(f"HellaSwag file {path} does not exist; pass an existing jsonl with --data_file")
     examples = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
+            if limit is not None and len(examples) >= limit:
+                break
             if not line.strip():
                 continue
             try:
                 example = json.loads(line)
             except json.JSONDecodeError as error:
                 raise HellaSwagError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            for field in ("ctx", "ctx_a", "ctx_b", "activity_label", "endings", "label"):
-                if field not in example:
-                    raise HellaSwagError(f"{path}:{number}: missing field {field!r}")
-            if not isinstance(example["endings"], list) or len(example["endings"]) != 4:
-                raise HellaSwagError(f"{path}:{number}: expected 4 endings, got {len(example['endings'])}")
-            if example["label"] not in (0, 1, 2, 3, "0", "1", "2", "3"):
-                raise HellaSwagError(f"{path}:{number}: label {example['label']!r} is not one of 0..3")
-            example["label"] = int(example["label"])
+            example = _validate(example, f"{path}:{number}")
             example.setdefault("ind", number - 1)
             examples.append(example)
-            if limit is not None and len(examples) >= limit:
-                break
     if not examples:
         raise HellaSwagError(f"{path} has no examples")
     return examples
 
 
 def harness_preprocess(text: str) -> str:
-    """lm-evaluation-harness's hellaswag `preprocess`: WikiHow's ' [title]' becomes '. ', other bracketed
-    tags go, double spaces become one."""
+    """lm-evaluation-harness's hellaswag `preprocess`: strip, WikiHow's ' [title]' becomes '. ', other
+    bracketed tags go, double spaces become one."""
     text = text.strip().replace(" [title]", ". ")
     text = re.sub(r"\[.*?\]", "", text)
     return text.replace("  ", " ")
 
 
+def harness_query_and_choices(example: dict) -> tuple[str, list[str]]:
+    query = harness_preprocess(example["activity_label"] + ": " + example["ctx_a"] + " "
+                               + example["ctx_b"].capitalize())
+    return query, [harness_preprocess(ending) for ending in example["endings"]]
+
+
 def _encoder(tokenizer):
-    if hasattr(tokenizer, "encode_ordinary"):
+    if hasattr(tokenizer, "encode_ordinary"):  # nanogpt2 TextTokenizer
         return tokenizer.encode_ordinary
     return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def render_example(example: dict, encode, style: str = "completion") -> tuple[list[list[int]], list[int], list[int]]:
-    """Per ending: context+ending token ids, where the ending starts, and the ending's length in characters
-    (used by harness acc_norm)."""
+    """Per ending: the context+ending token ids, the index where the ending's tokens start, and the
+    ending's length in characters (harness acc_norm)."""
     rows, starts, char_lengths = [], [], []
     if style == "completion":
         context = encode(example["ctx"])
         for ending in example["endings"]:
-            ending_ids = encode(" " + ending)
-            rows.append(context + ending_ids)
+            rows.append(context + encode(" " + ending))
             starts.append(len(context))
             char_lengths.append(len(ending))
     elif style == "harness":
-        query = harness_preprocess(example["activity_label"] + ": " + example["ctx_a"] + " "
-                                   + example["ctx_b"].capitalize())
-        for choice in (harness_preprocess(e) for e in example["endings"]):
-            context, continuation = query, " " + choice
-            trailing = len(context) - len(context.rstrip())  # lm_eval moves trailing spaces to the continuation
-            if trailing:
-                context, continuation = context[:-trailing], context[-trailing:] + continuation
-            whole = encode(context + continuation)
-            context_len = len(encode(context))
-            rows.append(whole)
-            starts.append(context_len)
+        query, choices = harness_query_and_choices(example)
+        # lm_eval moves the context's trailing spaces to the continuation before tokenizing
+        context = query.rstrip()
+        moved = query[len(context):]
+        context_length = len(encode(context))
+        for choice in choices:
+            rows.append(encode(context + moved + " " + choice))
+            starts.append(context_length)
             char_lengths.append(len(choice))
     else:
         raise HellaSwagError(f"unknown style {style!r}; choose {', '.join(STYLES)}")
+    for number, (row, start) in enumerate(zip(rows, starts)):
+        if start < 1 or start >= len(row):
+            problem = "an empty context" if start < 1 else f"ending {number} has no tokens of its own"
+            raise HellaSwagError(f"HellaSwag example ind={example.get('ind')}: {problem}; fix or drop the example")
     return rows, starts, char_lengths
+
+
+def model_max_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
 
 
 @torch.no_grad()
 def score_examples(model, rendered: list, max_length: int, device, batch_size: int):
-    """Summed and mean ending losses (nats) of every ending of every rendered example, plus how many
-    examples had to be truncated (from the left) to fit the model's context."""
-    results = [None] * len(rendered)
+    """Summed and mean ending losses (nats) of every ending of every rendered example, and how many
+    examples had to lose tokens on the left to fit `max_length` inputs."""
+    results = [([], []) for _ in rendered]
     truncated = 0
     order = sorted(range(len(rendered)), key=lambda i: max(len(r) for r in rendered[i][0]))
     for begin in range(0, len(order), batch_size):
         chunk = order[begin : begin + batch_size]
-        rows, starts, owners = [], [], []
+        inputs, targets, first_targets, owners = [], [], [], []
         for index in chunk:
             example_rows, example_starts, _ = rendered[index]
-            if max(len(r) for r in example_rows) > max_length:
-                truncated += 1
+            truncated += any(len(row) - 1 > max_length for row in example_rows)
             for row, start in zip(example_rows, example_starts):
-                cut = max(0, len(row) - max_length)
-                rows.append(row[cut:])
-                starts.append(max(start - cut, 1))  # the first token is never predicted
+                cut = max(0, len(row) - 1 - max_length)
+                inputs.append(row[:-1][cut:])
+                targets.append(row[1:][cut:])
+                first_targets.append(max(start - 1 - cut, 0))  # target j is token j + 1 of the row
                 owners.append(index)
-        width = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        target_mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, (row, start) in enumerate(zip(rows, starts)):
+        width = max(len(row) for row in inputs)
+        ids = torch.zeros(len(inputs), width, dtype=torch.long)
+        target_ids = torch.zeros(len(inputs), width, dtype=torch.long)
+        mask = torch.zeros(len(inputs), width, dtype=torch.bool)
+        for i, (row, row_targets, first) in enumerate(zip(inputs, targets, first_targets)):
             ids[i, : len(row)] = torch.tensor(row)
-            target_mask[i, start : len(row)] = True
-        ids, target_mask = ids.to(device), target_mask.to(device)
-        targets, mask = ids[:, 1:], target_mask[:, 1:]
-        losses = _ending_losses(model, ids, mask, targets[mask])
-        per_row = torch.zeros(len(rows), device=device).index_add_(0, mask.nonzero()[:, 0], losses)
-        counts = mask.sum(1)
-        for i, index in enumerate(owners):
-            if results[index] is None:
-                results[index] = ([], [])
-            results[index][0].append(per_row[i].item())
-            results[index][1].append(per_row[i].item() / counts[i].item())
+            target_ids[i, : len(row)] = torch.tensor(row_targets)
+            mask[i, first : len(row)] = True
+        ids, target_ids, mask = ids.to(device), target_ids.to(device), mask.to(device)
+        losses = ending_losses(model, ids, mask, target_ids[mask])
+        per_row = torch.zeros(len(inputs), device=device).index_add_(0, mask.nonzero()[:, 0], losses).tolist()
+        counts = mask.sum(1).tolist()
+        for total, count, index in zip(per_row, counts, owners):
+            results[index][0].append(total)
+            results[index][1].append(total / count)
     return results, truncated
 
 
-def _ending_losses(model, ids, mask, targets, chunk_rows: int = 32):
-    """Per-token losses of the positions that predict ending tokens. The LM head (the largest matmul of a
-    small model) runs on those positions only, in chunks that keep the vocabulary-wide logits in cache."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    base = getattr(model, "base_model", None)
-    if head is None or base is None or base is model:
-        return torch.nn.functional.cross_entropy(model(input_ids=ids).logits[:, :-1][mask].float(), targets,
-                                                 reduction="none")
-    hidden = base(input_ids=ids).last_hidden_state[:, :-1][mask]
-    real_vocab = getattr(model.config, "tokenizer_vocab_size", None)  # nanogpt2's padded rows never count
-    losses = []
-    for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows)):
-        logits = head(rows).float()
-        if real_vocab is not None and real_vocab < logits.shape[-1]:
-            logits[:, real_vocab:] = float("-inf")
-        losses.append(torch.nn.functional.cross_entropy(logits, row_targets, reduction="none"))
-    return torch.cat(losses)
+def _head_chunk_rows(device) -> int:
+    # CPU: 32 positions x 50304 logits (6 MB) stay in cache (measured, docs/benchmarks.md); GPU: large enough
+    # to keep the device busy, small enough to bound memory (2048 x 50304 fp32 = 400 MB).
+    return 32 if torch.device(device).type == "cpu" else 2048
+
+
+def ending_losses(model, ids, mask, targets) -> torch.Tensor:
+    """Per-token cross-entropy (fp32) of the positions where `mask` is set, in row-major order."""
+    unwrapped = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    base = getattr(unwrapped, "base_model", None)
+    model_type = getattr(getattr(unwrapped, "config", None), "model_type", None)
+    sharded = "FSDP" in type(unwrapped).__name__ or "FullyShardedDataParallel" in type(unwrapped).__name__
+    # FSDP gathers the root's weights (embeddings, head) in the root's forward only: call that under FSDP
+    if model_type in HEAD_ON_HIDDEN_MODEL_TYPES and base is not None and base is not unwrapped and not sharded:
+        head = unwrapped.get_output_embeddings()
+        hidden = base(input_ids=ids).last_hidden_state[mask]
+        real_vocab = getattr(unwrapped.config, "tokenizer_vocab_size", None)  # nanogpt2's padding never counts
+        losses = []
+        chunk_rows = _head_chunk_rows(ids.device)
+        for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows)):
+            logits = head(rows).float()
+            if real_vocab is not None and real_vocab < logits.shape[-1]:
+                logits[:, real_vocab:] = float("-inf")
+            losses.append(torch.nn.functional.cross_entropy(logits, row_targets, reduction="none"))
+        return torch.cat(losses)
+    # Any other causal LM: its own forward, keeping only the last `keep` positions' logits when it can,
+    # a few rows at a time so that rows x keep x vocab logits stay near 2**27 values (512 MB in fp32).
+    keep = ids.shape[1] - int(mask.any(0).nonzero()[0])
+    can_keep = "logits_to_keep" in inspect.signature(unwrapped.forward).parameters
+    vocab = getattr(getattr(unwrapped, "config", None), "vocab_size", None) or 50257
+    step = max(1, 2**27 // ((keep if can_keep else ids.shape[1]) * vocab))
+    kept = []
+    for row_ids, row_mask in zip(ids.split(step), mask.split(step)):
+        if can_keep:
+            logits = model(input_ids=row_ids, logits_to_keep=keep).logits
+        else:
+            logits = model(input_ids=row_ids).logits[:, -keep:]
+        kept.append(logits[row_mask[:, -keep:]].float())
+    return torch.nn.functional.cross_entropy(torch.cat(kept), targets, reduction="none")
 
 
 def _metrics(predictions: list[dict]) -> dict:
@@ -208,49 +281,109 @@ def _metrics(predictions: list[dict]) -> dict:
 
 
 def evaluate_hellaswag(model, tokenizer, examples: list[dict], style: str = "completion", batch_size: int = 32,
-                       device=None, accelerator=None, progress: bool = True) -> dict:
-    """Score `examples` (from `load_hellaswag`) with `model`; see the module docstring for the styles.
+                       device=None, accelerator=None, progress: bool = True, max_length: int | None = None) -> dict:
+    """Score `examples` (from `load_hellaswag`) with `model` (eval mode, no grad; restored afterwards).
 
-    With an `accelerate.Accelerator` of several processes, each scores its share and every process
-    returns the same gathered result."""
+    Returns acc, acc_norm, num_examples, style, num_truncated, the metrics per split_type and
+    `predictions` (per example: ind, label, split_type, pred, pred_norm, sum_losses, mean_losses).
+    With an `accelerate.Accelerator` of several processes, each scores every num_processes-th example and
+    every process returns the same gathered result. `max_length` defaults to the model config's window."""
     if style not in STYLES:
         raise HellaSwagError(f"unknown style {style!r}; choose {', '.join(STYLES)}")
+    if not examples:
+        raise HellaSwagError("no HellaSwag examples to evaluate")
+    max_length = max_length or model_max_length(model)
+    if not max_length:
+        raise HellaSwagError("the model config names no context window (n_positions/max_position_embeddings); "
+                             "pass max_length (--max_length)")
     encode = _encoder(tokenizer)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = device or (accelerator.device if accelerator else next(model.parameters()).device)
-    config = getattr(model, "config", None)
-    max_length = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
-    mine = examples[rank::world]
+    positions = list(range(rank, len(examples), world))
     was_training = model.training
     model.eval()
     predictions, truncated = [], 0
-    bar = tqdm(total=len(mine), desc=f"HellaSwag ({style})", disable=not progress or rank != 0, unit="ex")
-    for begin in range(0, len(mine), batch_size * 8):  # render a bit ahead, score in batches
-        block = mine[begin : begin + batch_size * 8]
-        rendered = [render_example(example, encode, style) for example in block]
-        scores, block_truncated = score_examples(model, rendered, max_length, device, batch_size)
-        truncated += block_truncated
-        for example, (rows, _, char_lengths), (sums, means) in zip(block, rendered, scores):
-            norm = means if style == "completion" else [s / c for s, c in zip(sums, char_lengths)]
-            predictions.append({
-                "ind": example["ind"], "label": example["label"], "split_type": example.get("split_type"),
-                "pred": min(range(4), key=sums.__getitem__), "pred_norm": min(range(4), key=norm.__getitem__),
-                "sum_losses": sums, "mean_losses": means,
-            })
-        bar.update(len(block))
-    bar.close()
-    model.train(was_training)
+    bar = tqdm(total=len(positions), desc=f"HellaSwag ({style})", disable=not progress or rank != 0, unit="ex")
+    block_size = batch_size * 8  # render a few batches ahead so that length sorting has something to sort
+    try:
+        for begin in range(0, len(positions), block_size):
+            block = [examples[p] for p in positions[begin : begin + block_size]]
+            rendered = [render_example(example, encode, style) for example in block]
+            try:
+                scores, block_truncated = score_examples(model, rendered, max_length, device, batch_size)
+            except RuntimeError as error:
+                raise RuntimeError(f"HellaSwag: scoring the examples ind={block[0]['ind']}..{block[-1]['ind']} "
+                                   f"failed: {error}") from error
+            truncated += block_truncated
+            for position, example, (_, _, char_lengths), (sums, means) in zip(
+                    positions[begin:], block, rendered, scores):
+                norm = means if style == "completion" else [s / c for s, c in zip(sums, char_lengths)]
+                predictions.append({
+                    "position": position, "ind": example["ind"], "label": example["label"],
+                    "split_type": example.get("split_type"), "pred": min(range(4), key=sums.__getitem__),
+                    "pred_norm": min(range(4), key=norm.__getitem__), "sum_losses": sums, "mean_losses": means,
+                })
+            bar.update(len(block))
+    finally:
+        bar.close()
+        model.train(was_training)
 
     if world > 1:
         from accelerate.utils import gather_object
 
-        gathered = gather_object([predictions])
-        predictions = [p for part in gathered for p in part]
+        predictions = [p for part in gather_object([predictions]) for p in part]
         truncated = sum(gather_object([truncated]))
-        position = {example["ind"]: i for i, example in enumerate(examples)}
-        predictions.sort(key=lambda p: position[p["ind"]])
+        predictions.sort(key=lambda p: p["position"])
+    for prediction in predictions:
+        del prediction["position"]
     result = {**_metrics(predictions), "style": style, "num_truncated": truncated}
     for split_type in sorted({p["split_type"] for p in predictions if p["split_type"]}):
         result[split_type] = _metrics([p for p in predictions if p["split_type"] == split_type])
     result["predictions"] = predictions
     return result
+
+
+PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_losses")
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_remote_code: bool = False):
+    """`AutoModelForCausalLM` and `AutoTokenizer` of a checkpoint directory or Hub id, in eval mode."""
+    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name_or_path).expanduser()
+    # a Hub id is "name" or "owner/name"; anything else (or anything on disk) must be a checkpoint directory
+    local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if local and not path.is_dir():
+        raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
+                             "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
+                                                     trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path if local else name_or_path,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HellaSwagError(f"could not load --model {name_or_path}: {first_line}") from None
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def _write_atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_results(result: dict, output_file=None, predictions_file=None) -> None:
+    """The result without its predictions as JSON to `output_file`, and one JSON line per example
+    (PREDICTION_FIELDS) to `predictions_file`; each written atomically."""
+    if output_file:
+        summary = {key: value for key, value in result.items() if key != "predictions"}
+        _write_atomic(output_file, json.dumps(summary, indent=2) + "\n")
+    if predictions_file:
+        lines = (json.dumps({key: p[key] for key in PREDICTION_FIELDS}) + "\n" for p in result["predictions"])
+        _write_atomic(predictions_file, "".join(lines))

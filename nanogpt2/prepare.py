@@ -1,32 +1,38 @@
 """Documents -> tokenized shards, in parallel, resumable (the engine of prepare_fineweb.py).
 
-Documents are tokenized by a process pool in their original order, so the shards do not depend on
-the number of processes. Shard 0 is validation, the rest training (build-nanogpt's layout). After each
-shard the manifest is rewritten atomically with where the shard starts (document index and offset);
-a rerun keeps every shard whose checksum matches and re-tokenizes only from the first missing one.
+Worker processes read and tokenize chunks of the source (nanogpt2.documents); the token arrays come
+back in order, so the shards do not depend on the number of processes. Shard 0 is validation, the
+rest training (build-nanogpt's layout). Every shard records where it starts (chunk, document in the
+chunk, tokens of that document already in the previous shard), so a rerun can rebuild any missing or
+damaged shard on its own, and continue an interrupted run after its last shard.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import DataError, token_dtype
+from .data import load_hub_text_dataset, resolve_hub_dataset
+from .documents import CHUNKING, Chunk, DataError, batched, check_local_file, local_chunks, token_dtype, tokenize_chunks
 from .shards import shard_sha256, write_shard
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
-_worker_tokenizer = None
+MANIFEST_VERSION = 1
 
 
 @dataclass
 class Source:
+    """Where the documents come from: local `data_files`, or a Hub dataset."""
+
     dataset_name: str | None = None
     dataset_config_name: str | None = None
     split: str = "train"
@@ -36,181 +42,238 @@ class Source:
     revision: str | None = None
 
     def describe(self) -> dict:
+        if self.data_files:
+            return {"data_files": [str(Path(f).resolve()) for f in self.data_files], "text_column": self.text_column}
         return {"dataset_name": self.dataset_name, "dataset_config_name": self.dataset_config_name,
-                "split": self.split, "data_files": self.data_files, "text_column": self.text_column,
-                "revision": self.revision or ("local" if self.data_files else "main")}
+                "split": self.split, "revision": self.revision, "streaming": self.streaming,
+                "text_column": self.text_column}
 
 
-def load_source(source: Source):
-    """A `datasets` dataset of documents: local files (offline) or a Hub dataset (online only)."""
-    if source.data_files:
-        from .data import load_local_text_dataset
+class Position(NamedTuple):
+    """A place in the token stream: document `document` of chunk `chunk`, after its first `offset` tokens.
+    `global_document` is that document's index in the whole source."""
 
-        return load_local_text_dataset(source.data_files, streaming=source.streaming)
-    from .data import load_hub_text_dataset
-
-    return load_hub_text_dataset(source.dataset_name, source.dataset_config_name, source.split,
-                                 streaming=source.streaming, revision=source.revision)
+    chunk: int = 0
+    document: int = 0
+    offset: int = 0
+    global_document: int = 0
 
 
-def _init_worker(tokenizer_name):
-    global _worker_tokenizer
-    _worker_tokenizer = load_tokenizer(tokenizer_name)
+class _ShardCutter:
+    """Cuts the tokens of consecutive chunks into shards and writes each one as it fills;
+    `on_shard(index, entry, next_start)` is told about every shard written."""
 
+    def __init__(self, output_dir: Path, tokenizer, shard_size: int, prefix: str, first_index: int,
+                 start: Position, on_shard):
+        self.output_dir, self.tokenizer, self.shard_size, self.prefix = output_dir, tokenizer, shard_size, prefix
+        self.index, self.on_shard = first_index, on_shard
+        self.buffer = np.empty(shard_size, dtype=token_dtype(tokenizer.vocab_size))
+        self.filled, self.documents_in_shard = 0, 0
+        self.shard_start = self.position = start
 
-def _tokenize(texts: list[str]) -> list[np.ndarray]:
-    """Each text as <|endoftext|> + its ids, all in one array (one object to send between processes),
-    returned as per-document views."""
-    ids = _worker_tokenizer.encode_ordinary_batch(texts)
-    ends = np.cumsum([1 + len(x) for x in ids])
-    starts = ends - [1 + len(x) for x in ids]
-    flat = np.empty(ends[-1], dtype=token_dtype(_worker_tokenizer.vocab_size))
-    flat[starts] = _worker_tokenizer.eot_token_id
-    for start, document in zip(starts, ids):
-        flat[start + 1 : start + 1 + len(document)] = document
-    return flat, ends
+    def add(self, tokens: np.ndarray, ends: np.ndarray, limit: int | None = None) -> int:
+        """Take the tokens of the next chunk's documents from `self.position` on (at most `limit` of them);
+        returns how many were taken."""
+        begin = self.position
+        starts = np.concatenate([[0], ends[:-1]]) - begin.offset  # (a shard may start inside a document)
+        tokens, ends = tokens[begin.offset :], ends - begin.offset
+        available = len(tokens) if limit is None else min(len(tokens), limit)
+        taken = 0
+        while taken < available:
+            take = min(self.shard_size - self.filled, available - taken)
+            self.buffer[self.filled : self.filled + take] = tokens[taken : taken + take]
+            self.documents_in_shard += int(np.count_nonzero((starts >= taken) & (starts < taken + take)))
+            self.filled += take
+            taken += take
+            if self.filled == self.shard_size:
+                self.flush(self._where(begin, starts, ends, taken))
+        self.position = self._where(begin, starts, ends, taken)
+        return taken
 
+    @staticmethod
+    def _where(begin: Position, starts: np.ndarray, ends: np.ndarray, taken: int) -> Position:
+        index = int(np.searchsorted(ends, taken, side="right"))
+        if index == len(ends):  # the whole chunk: the next one starts at its beginning
+            return Position(begin.chunk + 1, 0, 0, begin.global_document + index)
+        return Position(begin.chunk, begin.document + index, taken - int(starts[index]),
+                        begin.global_document + index)
 
-def _split(result) -> list[np.ndarray]:
-    flat, ends = result
-    return np.split(flat, ends[:-1])
-
-
-def _batches(documents, text_column: str, size: int):
-    batch = []
-    for row in documents:
-        text = row[text_column] if isinstance(row, dict) else row
-        if not isinstance(text, str):
-            raise DataError(f"column {text_column!r} holds {type(text).__name__}, not text (set --text_column)")
-        batch.append(text)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    def flush(self, next_start: Position | None = None) -> None:
+        if not self.filled:
+            return
+        next_start = next_start or self.position
+        name = shard_name(self.index, self.prefix)
+        entry = {"file": name, "split": "val" if self.index == 0 else "train", "num_tokens": self.filled,
+                 "num_documents": self.documents_in_shard, "first_document": self.shard_start.global_document,
+                 "start": self.shard_start._asdict()}
+        entry["sha256"] = write_shard(self.output_dir / name, self.buffer[: self.filled], self.tokenizer.identity)
+        self.on_shard(self.index, entry, next_start)
+        self.index += 1
+        self.filled, self.documents_in_shard, self.shard_start = 0, 0, next_start
 
 
 def shard_name(index: int, prefix: str) -> str:
-    split = "val" if index == 0 else "train"
-    return f"{prefix}_{split}_{index:06d}.bin"
+    return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
 
 
-def read_manifest(output_dir: Path) -> dict | None:
-    path = output_dir / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_manifest(output_dir) -> dict | None:
+    path = Path(output_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is not valid JSON; delete --output_dir {output_dir} and prepare again") from None
 
 
 def _write_manifest(output_dir: Path, manifest: dict) -> None:
-    tmp = output_dir / f".{MANIFEST}.tmp"
+    tmp = output_dir / f".{MANIFEST}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, output_dir / MANIFEST)
 
 
 def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: int = 100_000_000,
                    num_proc: int = 1, max_tokens: int | None = None, prefix: str = "shard",
-                   progress: bool = True, docs_per_task: int = 64) -> dict:
-    """Tokenize `source` into shards under `output_dir`; returns the manifest."""
+                   progress: bool = True) -> dict:
+    """Tokenize `source` into shards under `output_dir` and return the manifest (also in manifest.json).
+
+    `tokenizer_name`: None or "gpt2" for GPT-2's, or a tokenizer.json directory. A rerun with the same
+    settings leaves intact shards untouched, rebuilds missing or damaged ones (each from where it
+    started, to identical bytes) and continues an interrupted run; other settings are refused."""
+    if shard_size < 1 or num_proc < 1 or (max_tokens is not None and max_tokens < 1):
+        raise DataError("--shard_size, --num_proc and --max_tokens must be positive")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(tokenizer_name)
     settings = {"tokenizer": tokenizer.identity, "source": source.describe(), "shard_size": shard_size,
-                "max_tokens": max_tokens, "prefix": prefix}
+                "max_tokens": max_tokens, "prefix": prefix, "chunking": CHUNKING}
     manifest = read_manifest(output_dir)
-    if manifest is not None and manifest["settings"] != settings:
-        raise DataError(f"{output_dir / MANIFEST} was made with other settings ({manifest['settings']}); use a new "
-                        "--output_dir or delete the old one")
+    if manifest is not None and manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise DataError(f"{output_dir / MANIFEST} is from another version of prepare_fineweb.py; prepare into a "
+                        "new --output_dir")
+    if manifest is not None and manifest.get("settings") != settings:
+        changed = ", ".join(f"{key} was {manifest['settings'].get(key)}, now {value}"
+                            for key, value in settings.items() if manifest["settings"].get(key) != value)
+        raise DataError(f"{output_dir / MANIFEST} was made with other settings ({changed}); use another "
+                        "--output_dir, or delete this one to start again")
+    if source.data_files:
+        for path in source.data_files:
+            check_local_file(path, source.text_column)
     if manifest is None:
-        manifest = {"format_version": 1, "settings": settings, "shards": [], "complete": False}
+        manifest = _new_manifest(source, settings)  # (fails at once when a Hub dataset is unreachable)
+    elif source.data_files and manifest["source"] != _local_origin(source.data_files):
+        raise DataError(f"the --data_files changed size since {output_dir / MANIFEST} was made "
+                        f"({manifest['source']}); prepare into a new --output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
 
-    # keep the longest prefix of shards whose files are intact; restart tokenizing where it ends
-    kept = []
-    for shard in manifest["shards"]:
-        path = output_dir / shard["file"]
-        if not path.is_file() or shard_sha256(path) != shard["sha256"]:
-            break
-        kept.append(shard)
-    later = {s["file"]: s for s in manifest["shards"][len(kept):]}
-    if manifest["complete"] and len(kept) == len(manifest["shards"]):
+    shards = manifest["shards"]
+    damaged = [i for i, s in enumerate(shards) if not _intact(output_dir / s["file"], s["sha256"])]
+    if manifest["complete"] and not damaged:
         return manifest
-    if later:  # a shard is missing or damaged: start where it started
-        first_missing = manifest["shards"][len(kept)]
-        start_doc, start_offset = first_missing["first_document"], first_missing["first_document_offset"]
-    elif kept:  # an interrupted run: continue after its last shard
-        start_doc, start_offset = manifest["next_document"], manifest["next_document_offset"]
-    else:
-        start_doc, start_offset = 0, 0
-    manifest["shards"], manifest["complete"] = kept, False
+    dataset = None
+    if not source.data_files:
+        dataset = load_hub_text_dataset(source.dataset_name, source.dataset_config_name, source.split,
+                                        streaming=source.streaming, revision=manifest["source_revision"],
+                                        num_proc=num_proc)
+        columns = dataset.column_names  # (None for some streamed datasets: then checked while reading)
+        if columns is not None and source.text_column not in columns:
+            raise DataError(f"{source.dataset_name} has no {source.text_column!r} column (columns: {columns}); "
+                            "set --text_column")
+        if columns is not None:
+            dataset = dataset.select_columns([source.text_column])  # FineWeb-Edu has 10 columns: read one
 
-    documents = load_source(source)
-    if start_doc:
-        documents = documents.skip(start_doc)
-    dtype = token_dtype(tokenizer.vocab_size)
-    buffer = np.empty(shard_size, dtype=dtype)
-    filled, doc_index, shard_first = 0, start_doc, (start_doc, start_offset)
-    total = sum(s["num_tokens"] for s in kept)
-    documents_in_shard = 0
-    bar = tqdm(total=max_tokens, initial=total, unit="tok", unit_scale=True, desc="tokenizing", disable=not progress)
-
-    def flush(num_tokens, next_doc, next_offset):
-        nonlocal filled, shard_first, documents_in_shard
-        index = len(manifest["shards"])
-        name = shard_name(index, prefix)
-        path = output_dir / name
-        entry = {"file": name, "split": "val" if index == 0 else "train", "num_tokens": int(num_tokens),
-                 "num_documents": documents_in_shard, "first_document": int(shard_first[0]),
-                 "first_document_offset": int(shard_first[1])}
-        previous = later.get(name)
-        if previous is not None and path.is_file() and {k: previous[k] for k in entry} == entry \
-                and shard_sha256(path) == previous["sha256"]:
-            entry["sha256"] = previous["sha256"]  # intact from an earlier run: never rewritten
-        else:
-            entry["sha256"] = write_shard(path, buffer[:num_tokens], tokenizer.identity)
-        manifest["shards"].append(entry)
-        manifest["next_document"], manifest["next_document_offset"] = int(next_doc), int(next_offset)
-        _write_manifest(output_dir, manifest)
-        filled, shard_first, documents_in_shard = 0, (next_doc, next_offset), 0
-
-    context = get_context("spawn" if os.name == "nt" else "fork")
-    pool = context.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer_name,)) if num_proc > 1 else None
-    if pool is None:
-        _init_worker(tokenizer_name)
-    try:
-        batches = _batches(documents, source.text_column, docs_per_task)
-        results = pool.imap(_tokenize, batches) if pool else map(_tokenize, batches)
-        done = False
-        for result in results:
-            for tokens in _split(result):
-                offset = start_offset if doc_index == start_doc else 0
-                tokens = tokens[offset:]
-                if offset == 0:
-                    documents_in_shard += 1
-                while len(tokens):
-                    if max_tokens is not None and total >= max_tokens:
-                        done = True
+    def tokenize(start: Position, first_index: int, num_tokens: int | None, on_shard, description: str) -> None:
+        """Shards from `start` on, numbered from `first_index`, until `num_tokens` (None: the end)."""
+        chunks = itertools.islice(_plan_chunks(source, dataset), start.chunk, None)
+        tasks = ((chunk, start.document if i == 0 else 0) for i, chunk in enumerate(chunks))
+        cutter = _ShardCutter(output_dir, tokenizer, shard_size, prefix, first_index, start, on_shard)
+        # the streamed dataset is read here, in the main process: the workers must not inherit it
+        worker_dataset = None if source.streaming else dataset
+        results = tokenize_chunks(tasks, tokenizer, source.text_column, num_proc, worker_dataset)
+        bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=description, disable=not progress)
+        with bar, contextlib.closing(results):
+            for tokens, ends in results:
+                taken = cutter.add(tokens, ends, num_tokens)
+                bar.update(taken)
+                if num_tokens is not None:
+                    num_tokens -= taken
+                    if num_tokens == 0:
                         break
-                    room = shard_size - filled
-                    if max_tokens is not None:
-                        room = min(room, max_tokens - total)
-                    take = min(room, len(tokens))
-                    buffer[filled : filled + take] = tokens[:take]
-                    filled, total, offset = filled + take, total + take, offset + take
-                    tokens = tokens[take:]
-                    bar.update(take)
-                    if filled == shard_size:
-                        next_doc, next_offset = (doc_index, offset) if len(tokens) else (doc_index + 1, 0)
-                        flush(shard_size, next_doc, next_offset)
-                if done:
-                    break
-                doc_index += 1
-            if done:
-                break
-    finally:
-        if pool:
-            pool.terminate()
-        bar.close()
-    if filled:
-        flush(filled, doc_index, 0)
-    manifest["complete"] = True
-    manifest["total_tokens"] = int(sum(s["num_tokens"] for s in manifest["shards"]))
-    _write_manifest(output_dir, manifest)
+        cutter.flush()
+
+    for first, last in _runs(damaged):  # rebuild each run of missing shards, checked against the manifest
+        def check(index, entry, next_start):
+            if entry != shards[index]:
+                raise DataError(f"rebuilt {output_dir / entry['file']} differs from {MANIFEST}: the source data "
+                                "changed since it was prepared; prepare into a new --output_dir")
+
+        tokenize(Position(**shards[first]["start"]), first, sum(s["num_tokens"] for s in shards[first : last + 1]),
+                 check, f"rebuilding {shards[first]['file']}" + (f" to {shards[last]['file']}" if last > first else ""))
+
+    if not manifest["complete"]:
+        def record(index, entry, next_start):
+            shards.append(entry)
+            manifest["next"] = next_start._asdict()
+            _write_manifest(output_dir, manifest)
+
+        done = sum(s["num_tokens"] for s in shards)
+        start = Position(**manifest["next"]) if shards else Position()
+        tokenize(start, len(shards), None if max_tokens is None else max_tokens - done, record, "tokenizing")
+        manifest["complete"] = True
+        manifest["total_tokens"] = int(sum(s["num_tokens"] for s in shards))
+        manifest["total_documents"] = int(sum(s["num_documents"] for s in shards))
+        _write_manifest(output_dir, manifest)
     return manifest
+
+
+def _plan_chunks(source: Source, dataset):
+    """The source's chunks, in order (deterministic: a rerun cuts the source the same way)."""
+    if source.data_files:
+        for path in source.data_files:
+            yield from local_chunks(path)
+    elif source.streaming:
+        for batch in batched(_streamed_texts(dataset, source), CHUNKING["streamed_documents"]):
+            yield Chunk("texts", texts=tuple(batch))
+    else:
+        step = CHUNKING["dataset_rows"]
+        for start in range(0, len(dataset), step):
+            yield Chunk("rows", start=start, stop=min(start + step, len(dataset)))
+
+
+def _streamed_texts(dataset, source: Source):
+    for batch in dataset.iter(batch_size=1000):
+        if source.text_column not in batch:
+            raise DataError(f"{source.dataset_name} has no {source.text_column!r} column (columns: {sorted(batch)}); "
+                            "set --text_column")
+        yield from batch[source.text_column]
+
+
+def _new_manifest(source: Source, settings: dict) -> dict:
+    if source.data_files:  # local files: their paths and sizes; a Hub dataset: the commit sha it was read at
+        revision, origin = None, _local_origin(source.data_files)
+    else:
+        revision = resolve_hub_dataset(source.dataset_name, source.revision)
+        origin = {"dataset_name": source.dataset_name, "dataset_config_name": source.dataset_config_name,
+                  "split": source.split, "revision": revision}
+    return {"manifest_version": MANIFEST_VERSION, "settings": settings, "source": origin, "source_revision": revision,
+            "shards": [], "complete": False}
+
+
+def _local_origin(data_files) -> dict:
+    files = [Path(f) for f in data_files]
+    return {"data_files": [{"path": str(f.resolve()), "bytes": f.stat().st_size if f.is_file() else None}
+                           for f in files]}
+
+
+def _intact(path: Path, sha256: str) -> bool:
+    return path.is_file() and shard_sha256(path) == sha256
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 5] -> [(1, 2), (5, 5)]"""
+    runs = []
+    for i in indices:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs

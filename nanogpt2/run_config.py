@@ -26,6 +26,7 @@ class RunConfig:
     validation_file: str | None = None
     dataset_name: str | None = None
     dataset_config_name: str | None = None
+    streaming: bool = False
     text_column: str = "text"
     validation_split_percentage: float = 10.0
     # batch (build-nanogpt: 2**19 = 524,288 tokens per optimizer step, micro-batch 64 x 1024)
@@ -88,6 +89,8 @@ HELP = {
     "validation_file": "validation text; default: the last --validation_split_percentage of --train_file",
     "dataset_name": "stream a Hub dataset, e.g. HuggingFaceFW/fineweb-edu (online only)",
     "dataset_config_name": "the Hub dataset's config, e.g. sample-10BT",
+    "streaming": "read --train_file as a stream tokenized on the fly (as --dataset_name always is) instead of "
+                 "tokenizing it all up front",
     "text_column": "column holding the documents' text",
     "validation_split_percentage": "percent of --train_file's tokens held out for validation",
     "total_batch_size": "tokens per optimizer step (reached by gradient accumulation)",
@@ -112,7 +115,8 @@ HELP = {
     "save_total_limit": "keep only the newest K checkpoints",
     "resume_from_checkpoint": "'latest' or a checkpoint directory to continue from, exactly",
     "report_to": "tracker: tensorboard, wandb, all or none",
-    "push_to_hub": "push the final checkpoint to the Hugging Face Hub", "hub_model_id": "USER/NAME on the Hub",
+    "push_to_hub": "push the final checkpoint to the Hugging Face Hub (access is checked before training)",
+    "hub_model_id": "USER/NAME on the Hub",
     "hub_private": "create the Hub repository private",
     "hub_strategy": "end: push the final checkpoint; checkpoint: also push every saved checkpoint",
 }
@@ -126,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain GPT-2 from scratch with build-nanogpt's recipe, on one process or under "
         "`accelerate launch` (DDP, FSDP, several nodes). Every setting below can also come from "
         "--config_file (YAML or JSON with the same keys); flags win over the file, the file over the preset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="--preset tiny changes these defaults: " + ", ".join(
+            f"{key}={value}" for key, value in PRESET_TRAINING_DEFAULTS["tiny"].items()),
     )
     parser.add_argument("--config_file", help="YAML/JSON file with any of the settings below")
     for field in dataclasses.fields(RunConfig):
@@ -169,4 +174,14 @@ def resolve_config(argv=None) -> RunConfig:
     preset = chosen.get("preset", RunConfig.preset)
     if preset not in PRESETS:
         raise ValueError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    return RunConfig(**{**PRESET_TRAINING_DEFAULTS.get(preset, {}), **chosen})
+    config = RunConfig(**{**PRESET_TRAINING_DEFAULTS.get(preset, {}), **chosen})
+    for name in ("max_steps", "eval_steps", "save_steps", "logging_steps", "micro_batch_size", "sequence_length",
+                 "total_batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name} must be at least 1 (got {getattr(config, name)})")
+    sources = [f"--{name}" for name in ("data_dir", "train_file", "dataset_name") if getattr(config, name)]
+    if len(sources) > 1:
+        raise ValueError(f"{' and '.join(sources)} both name training data; pass only one")
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (the Hub repository to create or update)")
+    return config

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from .documents import DataError, token_dtype
 
 MAGIC = b"NGPT2TOK"
 VERSION = 1
@@ -35,21 +35,24 @@ DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
 def write_shard(path, tokens: np.ndarray, tokenizer_identity: dict) -> str:
     """Write `tokens` atomically (temporary file, fsync, rename); returns the file's sha256."""
     path = Path(path)
-    itemsize = 2 if tokenizer_identity["vocab_size"] <= 2**16 else 4
-    tokens = np.asarray(tokens).astype(DTYPES[itemsize], copy=False)
+    itemsize = np.dtype(token_dtype(tokenizer_identity["vocab_size"])).itemsize
+    tokens = np.ascontiguousarray(tokens, dtype=DTYPES[itemsize])
     header = _HEADER.pack(MAGIC, VERSION, itemsize, len(tokens), tokenizer_identity["vocab_size"],
                           tokenizer_identity["eot_token_id"], tokenizer_identity["fingerprint"].encode()[:64])
     header = header.ljust(HEADER_SIZE, b"\0")
+    payload = memoryview(tokens).cast("B")
     digest = hashlib.sha256(header)
-    payload = tokens.tobytes()
     digest.update(payload)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(header)
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return digest.hexdigest()
 
 
@@ -67,6 +70,9 @@ def read_header(path) -> dict:
                         "re-create it with this version's prepare_fineweb.py")
     if itemsize not in DTYPES:
         raise DataError(f"{path} declares {itemsize} bytes per token; only 2 (uint16) and 4 (uint32) exist")
+    if itemsize != np.dtype(token_dtype(vocab_size)).itemsize:
+        raise DataError(f"{path} stores {itemsize}-byte tokens for a vocabulary of {vocab_size:,} (expected "
+                        f"{np.dtype(token_dtype(vocab_size)).itemsize}); re-create it with prepare_fineweb.py")
     expected = HEADER_SIZE + num_tokens * itemsize
     actual = path.stat().st_size
     if actual != expected:

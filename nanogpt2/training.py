@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -19,14 +20,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from .checkpoint import _fsync_tree, write_model_files
 from .configuration_nanogpt2 import NanoGPT2Config
 from .data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
-                   tokenize_documents, tokenize_files)
+                   open_token_shards, tokenize_documents, tokenize_files)
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, cosine_lr
@@ -34,11 +35,18 @@ from .run_config import RunConfig
 from .tokenizer import load_tokenizer
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # 1,115,394 bytes
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingError(RuntimeError):
     pass
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
@@ -66,28 +74,31 @@ def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
     return model
 
 
-def download_tiny_shakespeare() -> Path:
+def download_tiny_shakespeare(url: str = TINY_SHAKESPEARE_URL) -> Path:
+    """char-rnn's input.txt, downloaded once into nanogpt2's cache (next to HellaSwag's) and checked by sha256."""
     from .hellaswag import cache_dir
 
     path = cache_dir() / "tinyshakespeare.txt"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=30) as response:
+            with urllib.request.urlopen(url, timeout=30) as response:
                 data = response.read()
         except OSError as error:
-            raise DataError(f"could not download Tiny Shakespeare ({error}); offline? pass a local copy with "
-                            "--train_file input.txt") from None
-        path.with_suffix(".part").write_bytes(data)
-        os.replace(path.with_suffix(".part"), path)
+            raise DataError(f"could not download Tiny Shakespeare from {url} ({error}); offline? pass a local "
+                            "copy with --train_file input.txt") from None
+        if hashlib.sha256(data).hexdigest() != TINY_SHAKESPEARE_SHA256:
+            raise DataError(f"the file downloaded from {url} is not Tiny Shakespeare (sha256 mismatch); pass a "
+                            "local copy with --train_file input.txt")
+        part = path.with_name(f".tmp-{path.name}")
+        part.write_bytes(data)
+        os.replace(part, path)
     return path
 
 
 def load_token_data(config: RunConfig, tokenizer):
     """(train arrays, validation arrays) from --data_dir, --train_file/--validation_file or (tiny) Tiny Shakespeare."""
     if config.data_dir:
-        from .data import open_token_shards
-
         return (open_token_shards(config.data_dir, "train", tokenizer=tokenizer),
                 open_token_shards(config.data_dir, "val", tokenizer=tokenizer))
     train_file = config.train_file
@@ -104,17 +115,26 @@ def load_token_data(config: RunConfig, tokenizer):
 
 
 def streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
-    """--dataset_name: the first documents (eval_tokens of them) are validation, the rest stream to training."""
-    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True)
-    validation, tokens = [], 0
-    for row in stream:
-        validation.append(row[config.text_column])
-        tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
-        if tokens > config.eval_tokens:
-            break
-    train = StreamingTrainLoader(stream.skip(len(validation)), tokenizer, config.micro_batch_size,
-                                 config.sequence_length, rank, world_size, config.seed, config.text_column)
-    return train, [tokenize_documents(validation, tokenizer)]
+    """--dataset_name or --streaming --train_file: documents tokenized on the fly. Validation is
+    --validation_file, or else the stream's first documents (eval_tokens of them), which training skips."""
+    if not (config.dataset_name or config.train_file):
+        raise DataError("--streaming needs --dataset_name (Hub) or --train_file (local .jsonl/.parquet/.txt)")
+    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True,
+                                   data_files=None if config.dataset_name else [config.train_file])
+    if config.validation_file:
+        validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
+    else:
+        validation, tokens = [], 0
+        for row in stream:
+            validation.append(row[config.text_column])
+            tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
+            if tokens > config.eval_tokens:
+                break
+        stream = stream.skip(len(validation))
+        validation_tokens = tokenize_documents(validation, tokenizer)
+    train = StreamingTrainLoader.from_dataset(stream, tokenizer, config.micro_batch_size, config.sequence_length,
+                                              rank, world_size, config.seed, config.text_column)
+    return train, [validation_tokens]
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -145,7 +165,7 @@ class MetricsLog:
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.is_file():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
         elif enabled and resume_step is None and path.exists():
             path.unlink()
 
@@ -169,6 +189,9 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(mixed_precision=precision, log_with=trackers or None,
                                                       project_dir=config.output_dir, cpu=not cuda)
         acc = self.accelerator
+        if trackers and not acc.log_with:  # Accelerate only warns, and would log nothing
+            raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
+                                f"(pip install {config.report_to}) or pass --report_to none")
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
         if config.tf32 and self.device.type == "cuda":
@@ -183,19 +206,12 @@ class Trainer:
         self.tokenizer = load_tokenizer(config.tokenizer)
         set_seed(config.seed)
         self.model_config = model_config(config, self.tokenizer)
-        if config.dataset_name:
+        # Token ids are below the model's vocabulary: text is tokenized here, shards are checked on opening.
+        if config.dataset_name or config.streaming:
             self.train_loader, val_arrays = streaming_data(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
-            train_arrays = []
         else:
             train_arrays, val_arrays = load_token_data(config, self.tokenizer)
-        for name, arrays in (("training", train_arrays), ("validation", val_arrays)):
-            for array in arrays:
-                if len(array) and int(array.max()) >= self.model_config.tokenizer_vocab_size:
-                    raise DataError(f"{name} data holds token id {int(array.max())} >= the vocabulary size "
-                                    f"{self.model_config.tokenizer_vocab_size}: it was made with another tokenizer; "
-                                    "re-tokenize it or pass the matching --tokenizer")
-        if not config.dataset_name:
             self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
                                             acc.process_index, acc.num_processes, config.seed,
                                             eot_token_id=self.tokenizer.eot_token_id)
@@ -215,6 +231,7 @@ class Trainer:
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
         self.hellaswag_examples = None
+        self.pushed = None  # the last checkpoint pushed to the Hub
         self.step, self.tokens_seen = 0, 0
 
         resume = resolve_resume(config)
@@ -222,15 +239,14 @@ class Trainer:
             self.load_checkpoint(resume)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            for unfinished in self.output_dir.glob(".tmp-checkpoint-*"):  # left by a kill during a save
+                shutil.rmtree(unfinished, ignore_errors=True)
+            write_text_atomic(self.output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
                                   self.step if resume is not None else None)
         if trackers:
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
                                                    if isinstance(v, (int, float, str, bool))})
-            if not acc.trackers and acc.is_main_process:
-                raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
-                                    f"(pip install {config.report_to}) or pass --report_to none")
 
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
@@ -260,10 +276,17 @@ class Trainer:
     def validation_loss(self) -> float:
         self.raw_model.eval()
         total = torch.zeros(2, device=self.device)
-        for x, y in self.val_loader:
+        # Every rank runs as many forwards as the busiest one (under FSDP each forward all-gathers, so
+        # ranks must agree); a rank short of a batch runs a dummy one that does not count.
+        rounds = -(-self.val_loader.num_batches // self.accelerator.num_processes)
+        batches = iter(self.val_loader)
+        dummy = torch.zeros(2, self.config.micro_batch_size, self.config.sequence_length, dtype=torch.long)
+        for _ in range(rounds):
+            x, y = batch = next(batches, dummy)
             with self.accelerator.autocast():
                 loss = self.raw_model(input_ids=x.to(self.device), shift_labels=y.to(self.device)).loss
-            total += torch.stack([loss.float(), torch.ones((), device=self.device)])
+            counts = float(batch is not dummy)
+            total += torch.stack([loss.float() * counts, torch.full((), counts, device=self.device)])
         total = self.accelerator.reduce(total, reduction="sum")
         self.raw_model.train()
         return (total[0] / total[1]).item()
@@ -275,20 +298,24 @@ class Trainer:
             return None
         if self.hellaswag_examples is None:
             self.hellaswag_examples = load_hellaswag(self.config.hellaswag_file, limit=self.config.hellaswag_limit)
+        # Split across ranks, except under FSDP: there every forward is collective and the ranks' shares
+        # need different numbers of forwards, so every rank scores all examples.
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         with self.accelerator.autocast():
             return evaluate_hellaswag(self.raw_model, self.tokenizer, self.hellaswag_examples,
-                                      style=self.config.hellaswag_style, batch_size=16,
-                                      accelerator=self.accelerator, progress=False)
+                                      style=self.config.hellaswag_style, batch_size=16, device=self.device,
+                                      accelerator=None if fsdp else self.accelerator, progress=False)
 
     @torch.no_grad()
     def samples(self) -> list[str]:
-        """A few sampled continuations; the RNG is forked so sampling never changes the training stream."""
+        """A few sampled continuations; the RNG is forked so sampling never changes the training stream.
+        Every rank samples the same (same seed), so all run the same number of forwards (FSDP needs it)."""
         if self.config.num_samples <= 0:
             return []
         prompt = torch.tensor([self.tokenizer.encode_ordinary(self.config.sample_prompt)] * self.config.num_samples,
                               device=self.device)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.config.seed + self.accelerator.process_index)
+            torch.manual_seed(self.config.seed)
             self.raw_model.eval()
             with self.accelerator.autocast():
                 out = self.raw_model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=50,
@@ -332,6 +359,7 @@ class Trainer:
         if acc.is_main_process:
             write_model_files(self.raw_model, tmp, self.tokenizer, state_dict=model_state)
             (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
+            self._write_model_card(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
             _fsync_tree(tmp)
@@ -360,11 +388,23 @@ class Trainer:
         self.train_loader.load_state_dict(json.loads(data_file.read_text()))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
+    def _write_model_card(self, checkpoint: Path) -> None:
+        """README.md from the run's config.json and metrics.jsonl (when nanogpt2.model_card is present)."""
+        try:
+            from .model_card import write_model_card
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.model_card":
+                raise
+            return
+        write_model_card(checkpoint, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
+                         tokens=self.tokens_seen)
+
     def _push(self, checkpoint: Path) -> None:
         from .publish import push_checkpoint
 
         push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=f"checkpoint at step {self.step}")
+                        commit_message=f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens")
+        self.pushed = checkpoint
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> Path:
@@ -407,7 +447,7 @@ class Trainer:
         bar.close()
         if last_checkpoint is None:  # resumed at the end already
             last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
-        if acc.is_main_process and config.push_to_hub:
+        if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
             self._push(last_checkpoint)
         acc.end_training()
         return last_checkpoint

@@ -1,124 +1,23 @@
-"""Data pipeline: prepare_fineweb.py shards, the shard format's checks, the loaders."""
+"""nanogpt2.data: the per-rank training loaders (shards and streaming), validation, local files, the Hub."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from nanogpt2.data import DataError, TrainLoader, ValidationLoader, open_token_shards, tokenize_files
+from nanogpt2.data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
+                           open_token_shards, tokenize_files)
 from nanogpt2.prepare import Source, prepare_shards
-from nanogpt2.shards import HEADER_SIZE, open_shard, read_header, write_shard
 from nanogpt2.tokenizer import load_tokenizer
-
-REPO = Path(__file__).resolve().parents[1]
-MAX_TOKENS = 600_000
-SHARD = 150_000
-
-
-@pytest.fixture(scope="module")
-def documents(english_mix_file):
-    with open(english_mix_file, encoding="utf-8") as f:  # (str.splitlines would also split at U+2028)
-        return [json.loads(line)["text"] for line in f]
-
-
-@pytest.fixture(scope="module")
-def expected_stream(documents):
-    """The reference token stream: each document = <|endoftext|> + tiktoken's ids."""
-    tok = load_tokenizer()
-    stream = []
-    for ids in tok.encode_ordinary_batch(documents):
-        stream += [50256] + ids
-        if len(stream) >= MAX_TOKENS:
-            break
-    return np.array(stream[:MAX_TOKENS])
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, english_mix_file):
     out = tmp_path_factory.mktemp("shards")
-    manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), out, shard_size=SHARD, num_proc=1,
-                              max_tokens=MAX_TOKENS, progress=False)
+    manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), out, shard_size=100_000, num_proc=1,
+                              max_tokens=400_000, progress=False)
     return out, manifest
-
-
-def read_all(directory, manifest):
-    return np.concatenate([np.asarray(open_shard(directory / s["file"])) for s in manifest["shards"]])
-
-
-def test_full_file_token_count(tmp_path, english_mix_file, documents):
-    manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), tmp_path, shard_size=2_000_000,
-                              num_proc=2, progress=False)
-    lengths = load_tokenizer().encode_ordinary_batch(documents)
-    assert manifest["total_tokens"] == sum(1 + len(ids) for ids in lengths)
-    assert sum(s["num_documents"] for s in manifest["shards"]) == len(documents)
-    assert manifest["settings"]["tokenizer"]["name"] == "gpt2" and manifest["complete"]
-
-
-def test_shards_concatenate_to_the_stream(prepared, expected_stream):
-    out, manifest = prepared
-    assert [s["file"] for s in manifest["shards"]][:2] == ["shard_val_000000.bin", "shard_train_000001.bin"]
-    assert [s["num_tokens"] for s in manifest["shards"]] == [SHARD] * 4
-    stream = read_all(out, manifest)
-    assert np.array_equal(stream, expected_stream)
-    # shard boundaries cut documents: the manifest says where each shard starts
-    for shard in manifest["shards"][1:]:
-        first = np.asarray(open_shard(out / shard["file"]))
-        assert (first[0] == 50256) == (shard["first_document_offset"] == 0)
-
-
-def test_two_processes_and_parquet_give_identical_shards(prepared, tmp_path, english_mix_file):
-    out, manifest = prepared
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with open(english_mix_file, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    parquet = tmp_path / "docs.parquet"
-    pq.write_table(pa.table({"text": [r["text"] for r in rows]}), parquet)
-    other = prepare_shards(Source(data_files=[str(parquet)]), tmp_path / "out", shard_size=SHARD, num_proc=2,
-                           max_tokens=MAX_TOKENS, progress=False)
-    assert [s["sha256"] for s in other["shards"]] == [s["sha256"] for s in manifest["shards"]]
-
-
-def test_rerun_rebuilds_only_the_deleted_shard(tmp_path, english_mix_file):
-    source = Source(data_files=[str(english_mix_file)])
-    first = prepare_shards(source, tmp_path, shard_size=SHARD, max_tokens=MAX_TOKENS, progress=False)
-    files = {s["file"]: tmp_path / s["file"] for s in first["shards"]}
-    before = {name: path.stat().st_mtime_ns for name, path in files.items()}
-    deleted = first["shards"][2]["file"]
-    files[deleted].unlink()
-    second = prepare_shards(source, tmp_path, shard_size=SHARD, max_tokens=MAX_TOKENS, progress=False)
-    assert [s["sha256"] for s in second["shards"]] == [s["sha256"] for s in first["shards"]]
-    for name, path in files.items():
-        assert (path.stat().st_mtime_ns == before[name]) == (name != deleted)
-
-
-def test_corrupt_truncated_and_foreign_shards(prepared, tmp_path):
-    out, manifest = prepared
-    good = out / manifest["shards"][1]["file"]
-    truncated = tmp_path / "truncated.bin"
-    truncated.write_bytes(good.read_bytes()[:-100])
-    with pytest.raises(DataError, match="truncated.bin is truncated or corrupt"):
-        open_shard(truncated)
-    garbage = tmp_path / "garbage.bin"
-    garbage.write_bytes(b"\0" * 1000)
-    with pytest.raises(DataError, match="garbage.bin is not a nanogpt2 token shard"):
-        open_shard(garbage)
-    identity = dict(load_tokenizer().identity)
-    big_ids = tmp_path / "big_ids.bin"
-    write_shard(big_ids, np.array([1, 2, 60000]), identity)
-    with pytest.raises(DataError, match="big_ids.bin holds token id 60000 >= vocabulary size 50257"):
-        open_shard(big_ids)
-    foreign = tmp_path / "foreign.bin"
-    write_shard(foreign, np.array([1, 2, 3]), {**identity, "fingerprint": "0" * 64})
-    with pytest.raises(DataError, match="foreign.bin was made with another tokenizer"):
-        open_shard(foreign, tokenizer=load_tokenizer())
-    assert read_header(foreign)["num_tokens"] == 3 and foreign.stat().st_size == HEADER_SIZE + 6
-    with pytest.raises(DataError, match="no val shards"):
-        open_token_shards(tmp_path / "nothing_here", "val") if False else open_token_shards(tmp_path, "val")
 
 
 def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
@@ -131,10 +30,14 @@ def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
     for rank, loader in enumerate(per_rank):
         for _ in range(steps):
             x, y = loader.next_batch()
-            assert x.shape == (batch, seq) and np.array_equal(x[:, 1:], y[:, :-1])
-            windows[rank].append(x.numpy().tobytes())
-    assert not set(windows[0]) & set(windows[1])
-    assert len(set(windows[0]) | set(windows[1])) == 2 * steps  # every window of the epoch, once
+            assert x.shape == (batch, seq) and x.dtype == torch.int64 and torch.equal(x[:, 1:], y[:, :-1])
+            windows[rank].append(x.numpy())
+    as_bytes = [{w.tobytes() for w in windows[rank]} for rank in range(2)]
+    assert not as_bytes[0] & as_bytes[1] and len(as_bytes[0] | as_bytes[1]) == 2 * steps
+    # together the ranks read every token of the epoch once, but for less than two windows at the end
+    all_tokens = np.bincount(np.concatenate([np.asarray(a) for a in arrays]), minlength=50257)
+    read = np.bincount(np.concatenate([w.flatten() for w in windows[0] + windows[1]]), minlength=50257)
+    assert (read <= all_tokens).all() and 0 <= all_tokens.sum() - read.sum() < 2 * batch * seq + 1
     # exact resume: a loader restored from a state gives the very next batch
     loader = TrainLoader(arrays, batch, seq, seed=7)
     for _ in range(5):
@@ -171,31 +74,82 @@ def test_tokenize_files_formats(tmp_path):
         tokenize_files(tmp_path / "bad.jsonl", load_tokenizer())
 
 
-def test_offline_hub_dataset_fails_fast_with_hint(tmp_path):
-    result = subprocess.run([sys.executable, "prepare_fineweb.py", "--output_dir", str(tmp_path / "x")], cwd=REPO,
-                            capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
-                                                                             "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 1
-    assert "--data_files" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+def test_tokenize_files_two_processes_give_the_same_stream(tmp_path, english_mix_file, tinyshakespeare_file):
+    with open(english_mix_file, encoding="utf-8") as f:
+        (tmp_path / "docs.jsonl").write_text("".join(line for _, line in zip(range(300), f)), encoding="utf-8")
+    files = [tmp_path / "docs.jsonl", tinyshakespeare_file]
+    one = tokenize_files(files, load_tokenizer())
+    two = tokenize_files(files, load_tokenizer(), num_proc=2)
+    assert one.dtype == np.uint16 and np.array_equal(one, two)
+    assert np.count_nonzero(one == 50256) == 300 + 1  # the rows, then Tiny Shakespeare as one document
 
 
-def test_streaming_loader_disjoint_ranks_and_exact_resume(english_mix_file):
-    from nanogpt2.data import StreamingTrainLoader, load_local_text_dataset
+def test_hub_dataset_offline_or_unreachable_fails_at_once(monkeypatch):
+    with pytest.raises(DataError, match="cannot be loaded offline.*--data_files.*--train_file"):
+        load_hub_text_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT")
+    with pytest.raises(DataError, match="offline"):
+        StreamingTrainLoader("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", load_tokenizer(), 2, 8)
+    # no HF_HUB_OFFLINE but no connection: one failed request, not datasets' retries with back-off
+    import huggingface_hub
 
-    def loader(rank=0, world_size=1):
-        dataset = load_local_text_dataset([english_mix_file], streaming=True)
-        return StreamingTrainLoader(dataset, load_tokenizer(), 2, 32, rank, world_size, seed=3, shuffle_buffer=64)
+    def unreachable(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
 
-    ranks = [loader(r, 2) for r in range(2)]
-    firsts = [r.next_batch()[0] for r in ranks]
-    assert not np.array_equal(firsts[0], firsts[1])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
+    with pytest.raises(DataError, match="could not reach the Hub for HuggingFaceFW/fineweb-edu .*--data_files"):
+        load_hub_text_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT")
+
+
+@pytest.fixture
+def small_jsonl(tmp_path, english_mix_file):
+    """30 short documents (so a few batches cross an epoch) in two files."""
+    with open(english_mix_file, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"][:300] for _, line in zip(range(30), f)]
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for file, part in zip(files, (texts[:15], texts[15:])):
+        file.write_text("".join(json.dumps({"text": t}) + "\n" for t in part), encoding="utf-8")
+    return [str(f) for f in files], texts
+
+
+def test_streaming_loader_exact_resume_across_epochs(small_jsonl):
+    files, texts = small_jsonl
+
+    def loader():
+        return StreamingTrainLoader(None, None, "train", load_tokenizer(), 2, 32, seed=3, data_files=files,
+                                    shuffle_buffer=8)
+
     reference = loader()
-    for _ in range(3):
-        reference.next_batch()
-    state = json.loads(json.dumps(reference.state_dict()))
-    expected = [reference.next_batch()[0] for _ in range(3)]
-    resumed = loader()
-    resumed.load_state_dict(state)
-    for batch in expected:
-        x, y = resumed.next_batch()
-        assert np.array_equal(x, batch) and np.array_equal(x[:, 1:], y[:, :-1])
+    batches = [reference.next_batch() for _ in range(80)]
+    assert reference.epoch >= 2  # several epochs of the 30 documents
+    for x, y in batches:
+        assert x.shape == (2, 32) and np.array_equal(x[:, 1:], y[:, :-1])
+    for stop in (7, 23):  # mid-epoch with a full buffer, and in a later epoch
+        partial = loader()
+        for _ in range(stop):
+            partial.next_batch()
+        state = json.loads(json.dumps(partial.state_dict()))
+        resumed = loader()
+        resumed.load_state_dict(state)
+        for x, _ in batches[stop : stop + 10]:
+            assert np.array_equal(resumed.next_batch()[0], x)
+    # the buffer shuffles documents, differently each epoch: the first epoch is not the file order
+    tokenizer = load_tokenizer()
+    in_file_order = np.concatenate([[50256] + tokenizer.encode_ordinary(t) for t in texts])
+    assert not np.array_equal(batches[0][0].flatten(), in_file_order[:64])
+
+
+def test_streaming_loader_ranks_read_disjoint_documents(small_jsonl):
+    files, texts = small_jsonl
+    tokenizer = load_tokenizer()
+    seen = []
+    for rank in range(2):
+        dataset = load_hub_text_dataset(None, data_files=files, streaming=True)
+        loader = StreamingTrainLoader.from_dataset(dataset, tokenizer, 4, 32, rank, 2, seed=5, shuffle_buffer=4)
+        # consecutive windows share one token, so the inputs x, concatenated, are the rank's token stream
+        stream = np.concatenate([loader.next_batch()[0].flatten().numpy() for _ in range(15)])
+        documents = np.split(stream, np.flatnonzero(stream == 50256))[1:-1]  # whole documents only
+        seen.append({tokenizer.decode(d[1:]) for d in documents})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(texts)

@@ -1,5 +1,6 @@
 """run_pretrain.py end to end on CPU: 1 and 2 processes, exact resume, checkpoints, bad inputs."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--micro_batch_size", "4",
          "--sequence_length", "32", "--total_batch_size", "256", "--warmup_steps", "2", "--learning_rate", "3e-3",
-         "--eval_steps", "4", "--save_steps", "4", "--eval_tokens", "1024", "--num_samples", "1",
+         "--eval_steps", "4", "--save_steps", "4", "--eval_tokens", "1152", "--num_samples", "1",
          "--sample_max_new_tokens", "8", "--report_to", "none", "--dropout", "0.1"]
 
 
@@ -25,6 +26,30 @@ def pretrain(args, processes=1, check=True):
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def pretrain_in_process(args, capsys) -> tuple[int, str]:
+    """run_pretrain.main() in this process (no interpreter start-up): (exit code, last stderr line)."""
+    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    code = cli.main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip().splitlines()[-1:]
+
+
+def validation_loss_of(checkpoint, train_file):
+    """The mean loss of the first 9 (4 x 32) windows of the last 10% of train_file, computed directly."""
+    from nanogpt2 import NanoGPT2ForCausalLM
+    from nanogpt2.data import tokenize_files
+    from nanogpt2.tokenizer import load_tokenizer
+
+    tokens = tokenize_files(train_file, load_tokenizer())
+    tokens = torch.from_numpy(tokens[int(len(tokens) * 0.9):].astype("int64"))
+    model = NanoGPT2ForCausalLM.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        losses = [model(input_ids=tokens[i * 128:(i + 1) * 128].view(4, 32),
+                        shift_labels=tokens[i * 128 + 1:(i + 1) * 128 + 1].view(4, 32)).loss for i in range(9)]
+    return torch.stack(losses).mean().item()
 
 
 def train_losses(run_dir):
@@ -42,7 +67,10 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
     assert [e["step"] for e in evals] == [4, 8]
     assert all(0 <= e["hellaswag_acc_norm"] <= 1 and e["val_loss"] > 0 for e in evals)
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4", "checkpoint-8"]
-    assert json.loads((run / "run_config.json").read_text())["max_steps"] == 8
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 8
+    # the same validation tokens (9 batches: uneven over 2 processes) as one process reading the checkpoint
+    assert evals[-1]["val_loss"] == pytest.approx(validation_loss_of(run / "checkpoint-8", tinyshakespeare_file),
+                                                  rel=1e-5)
     if processes == 1:
         from nanogpt2.plot import plot_run
 
@@ -53,16 +81,23 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(run / "checkpoint-4", resumed / "checkpoint-4")
+    shutil.copytree(run / "checkpoint-8", resumed / ".tmp-checkpoint-6")  # a save killed half-way: never resumed
     pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--hellaswag_file", hellaswag_file,
                       "--hellaswag_limit", "8", "--max_steps", 8, "--output_dir", resumed,
                       "--resume_from_checkpoint", "latest"], processes)
     resumed_losses, _ = train_losses(resumed)
     assert resumed_losses == losses[4:]  # bit for bit
+    assert not (resumed / ".tmp-checkpoint-6").exists()
 
 
 def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespeare_file):
     pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--max_steps", 2,
-                      "--save_steps", 2, "--output_dir", tmp_path])
+                      "--save_steps", 2, "--output_dir", tmp_path, "--report_to", "tensorboard"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "nanogpt2")).Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2] and events.Scalars("val_loss")[0].step == 2
+
     code = textwrap.dedent(f"""
         import nanogpt2
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,12 +138,17 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
     (["--sequence_length", "512", "--total_batch_size", "2048"], "n_positions"),
     (["--resume_from_checkpoint", "/nonexistent"], "not a checkpoint"),
     (["--dataset_name", "HuggingFaceFW/fineweb-edu"], "--train_file"),  # offline (conftest sets HF_HUB_OFFLINE)
+    (["--eval_steps", "0"], "--eval_steps must be at least 1"),
+    (["--data_dir", "shards"], "--data_dir and --train_file both name training data"),
+    (["--push_to_hub"], "--hub_model_id"),
+    (["--report_to", "wandb"], "pip install wandb"),
 ])
-def test_bad_inputs_give_clear_errors(args, message, tmp_path, tinyshakespeare_file):
-    result = pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--max_steps", 1, "--output_dir", tmp_path]
-                      + args, check=False)
-    assert result.returncode != 0
-    assert message in result.stderr.splitlines()[-1], result.stderr[-2000:]
+def test_bad_inputs_give_clear_errors(args, message, tmp_path, tinyshakespeare_file, capsys):
+    if "wandb" in args and importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    code, last_line = pretrain_in_process(SMALL + ["--train_file", tinyshakespeare_file, "--max_steps", 1,
+                                                   "--output_dir", tmp_path] + args, capsys)
+    assert code == 1 and message in last_line[0], last_line
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tinyshakespeare_file):
@@ -134,7 +174,7 @@ def test_config_file_and_flags(tmp_path, tinyshakespeare_file):
         resolve_config(["--config_file", str(config_file)])
 
 
-def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_file):
+def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_file, capsys):
     import numpy as np
 
     from nanogpt2.prepare import Source, prepare_shards
@@ -151,11 +191,59 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
     shard = data / "shard_train_000002.bin"
     good = shard.read_bytes()
     shard.write_bytes(good[:-2])
-    result = pretrain(args, check=False)
-    assert result.returncode == 1 and "shard_train_000002.bin is truncated or corrupt" in result.stderr
+    code, error = pretrain_in_process(args, capsys)
+    assert code == 1 and "shard_train_000002.bin is truncated or corrupt" in error[0]
     write_shard(shard, np.full(1000, 50300), load_tokenizer().identity)
-    result = pretrain(args, check=False)
-    assert result.returncode == 1 and "holds token id 50300 >= vocabulary size 50257" in result.stderr
-    missing = pretrain(SMALL + ["--data_dir", tmp_path / "nope", "--max_steps", 1, "--output_dir", tmp_path / "r2"],
-                       check=False)
-    assert missing.returncode == 1 and "does not exist; create it with prepare_fineweb.py" in missing.stderr
+    code, error = pretrain_in_process(args, capsys)
+    assert code == 1 and "holds token id 50300 >= vocabulary size 50257" in error[0]
+    code, error = pretrain_in_process(SMALL + ["--data_dir", tmp_path / "nope", "--max_steps", 1, "--output_dir",
+                                               tmp_path / "r2"], capsys)
+    assert code == 1 and "does not exist; create it with prepare_fineweb.py" in error[0]
+
+
+def test_compile_trains_like_eager_with_evaluation_in_the_same_run(tmp_path, tinyshakespeare_file, hellaswag_file):
+    from nanogpt2.run_config import resolve_config
+    from nanogpt2.training import Trainer
+
+    def run(name, *extra):
+        config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--hellaswag_file",
+                                         str(hellaswag_file), "--hellaswag_limit", "4", "--max_steps", "2",
+                                         "--eval_steps", "2", "--dropout", "0.0", "--output_dir",
+                                         str(tmp_path / name), *extra])
+        trainer = Trainer(config)
+        trainer.train()  # trains, validates, runs HellaSwag, samples and saves at step 2
+        assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule) == ("--compile" in extra)
+        return train_losses(tmp_path / name)
+
+    (eager_losses, eager_evals), (compiled_losses, compiled_evals) = run("eager"), run("compiled", "--compile")
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    assert compiled_evals[0]["val_loss"] == pytest.approx(eager_evals[0]["val_loss"], rel=1e-4)
+    assert compiled_evals[0]["hellaswag_acc_norm"] == eager_evals[0]["hellaswag_acc_norm"]
+    assert (tmp_path / "compiled" / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_file):
+    args = SMALL + ["--train_file", english_mix_file, "--streaming", "--skip_hellaswag", "--num_samples", "0",
+                    "--max_steps", 4, "--save_steps", 2, "--eval_steps", 2]
+    pretrain(args + ["--output_dir", tmp_path / "run"])
+    losses, evals = train_losses(tmp_path / "run")
+    assert len(losses) == 4 and [e["step"] for e in evals] == [2, 4]
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    pretrain(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"])
+    assert train_losses(tmp_path / "resumed")[0] == losses[2:]
+
+
+def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, tinyshakespeare_file):
+    from nanogpt2.data import DataError
+    from nanogpt2.training import download_tiny_shakespeare
+
+    monkeypatch.setenv("NANOGPT2_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="offline\\? pass a local copy with --train_file"):
+        download_tiny_shakespeare((tmp_path / "missing.txt").as_uri())  # stands in for an unreachable URL
+    corrupt = tmp_path / "other.txt"
+    corrupt.write_text("not Shakespeare")
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        download_tiny_shakespeare(corrupt.as_uri())
+    path = download_tiny_shakespeare(Path(tinyshakespeare_file).as_uri())
+    assert path.read_bytes() == Path(tinyshakespeare_file).read_bytes()
+    assert download_tiny_shakespeare((tmp_path / "missing.txt").as_uri()) == path  # cached: no second download

@@ -1,18 +1,23 @@
-"""Publishing: model card from a real run, offline/no-token errors up front, the uploaded file list,
-and the wider ecosystem (pipeline, streamer, sampling, a to-gpt2 export without nanogpt2 code)."""
+"""Publishing: the model card of a real tiny run_pretrain.py run, Hub access errors up front (offline, no
+token, bad token, wrong namespace), the exact uploaded file list; and the wider ecosystem on that run's
+checkpoint: pipeline, sampling, streamer, lm-evaluation-harness, a to-gpt2 export without nanogpt2."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
+import huggingface_hub
 import pytest
-from huggingface_hub import ModelCard
+import torch
+from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
+from nanogpt2.model_card import write_model_card
 from nanogpt2.publish import PublishError, check_hub_access, files_to_upload, push_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +28,8 @@ TINY = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64",
         "--sequence_length", "32", "--total_batch_size", "128", "--warmup_steps", "1", "--max_steps", "3",
         "--eval_steps", "3", "--save_steps", "3", "--eval_tokens", "512", "--num_samples", "0",
         "--hellaswag_limit", "8", "--report_to", "none"]
+FLAGS = dict(zip(TINY[::2], TINY[1::2]))
+STEPS = int(FLAGS["--max_steps"])
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +42,47 @@ def run(tmp_path_factory, tinyshakespeare_file, hellaswag_file):
     return out
 
 
+@pytest.fixture
+def checkpoint_copy(run, tmp_path):
+    return Path(shutil.copytree(run / f"checkpoint-{STEPS}", tmp_path / f"checkpoint-{STEPS}"))
+
+
 def test_model_card_from_the_run(run):
-    card_path = run / "checkpoint-3" / "README.md"
-    card = ModelCard.load(card_path)
+    checkpoint = run / f"checkpoint-{STEPS}"
+    card = ModelCard.load(checkpoint / "README.md")  # parses the metadata into ModelCardData (raises if invalid)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     final = [m for m in metrics if "val_loss" in m][-1]
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert results == {"acc_norm": round(final["hellaswag_acc_norm"], 4), "loss": round(final["val_loss"], 4)}
+    assert results == {"acc_norm": round(final["hellaswag_acc_norm"], 4), "accuracy": round(final["hellaswag_acc"], 4),
+                       "loss": round(final["val_loss"], 4)}
+    assert [r.dataset_type for r in card.data.eval_results][:2] == ["Rowan/hellaswag"] * 2
     assert card.data.library_name == "transformers" and card.data.license == "mit"
     assert "nanogpt2" in card.data.tags and card.data.pipeline_tag == "text-generation"
-    # metadata round-trips through huggingface_hub's model-index parser (the Hub's own format checks)
-    name, parsed = model_index_to_eval_results(eval_results_to_model_index("m", card.data.eval_results))
-    assert [r.metric_value for r in parsed] == [r.metric_value for r in card.data.eval_results]
-    text = card_path.read_text()
-    assert "tokens seen: 384" in text and "to-gpt2" in text and "trust_remote_code=True" in text
-    assert (run / "checkpoint-3" / "training_curves.png").is_file()
+    # huggingface_hub's own model-index checks: the metadata round-trips through its parser and writer
+    metadata = card.data.to_dict()
+    name, parsed = model_index_to_eval_results(metadata["model-index"])
+    assert eval_results_to_model_index(name, parsed) == metadata["model-index"]
+    assert ModelCardData(**metadata).to_dict() == metadata
+    text = card.text
+    tokens = STEPS * int(FLAGS["--total_batch_size"])
+    assert f"steps: {STEPS}; tokens seen: {tokens:,}" in text
+    assert "- hardware: CPU (1 process); time in optimizer steps: " in text or torch.cuda.is_available()
+    assert f"to-gpt2 {checkpoint}" in text and f'from_pretrained("{checkpoint}", trust_remote_code=True)' in text
+    assert ".tmp-" not in text and f"| `max_steps` | `{STEPS}` |" in text and "hub_model_id" not in text
+    assert "](training_curves.png)" in text and (checkpoint / "training_curves.png").stat().st_size > 1000
+
+
+def test_model_card_rewritten_for_the_hub_and_without_a_run(run, checkpoint_copy):
+    before = (checkpoint_copy / "README.md").read_text()
+    write_model_card(checkpoint_copy, run, repo_id="someone/tiny-shakespeare")
+    card = ModelCard.load(checkpoint_copy / "README.md")
+    assert card.data.model_name == "tiny-shakespeare" and 'from_pretrained("someone/tiny-shakespeare"' in card.text
+    hardware = [line for line in before.splitlines() if line.startswith("- hardware:")]
+    assert hardware and hardware[0] in card.text  # the training machine's, not the publishing machine's
+    assert not list(checkpoint_copy.glob(".*"))  # temporary files replaced into place
+    (checkpoint_copy / "README.md").unlink()
+    bare = ModelCard.load(write_model_card(checkpoint_copy))
+    assert bare.data.eval_results is None and "No evaluation was run yet." in bare.text
 
 
 def test_files_to_upload_are_the_checkpoint_model_files(run, monkeypatch):
@@ -61,82 +94,158 @@ def test_files_to_upload_are_the_checkpoint_model_files(run, monkeypatch):
 
         def create_commit(self, repo_id, operations, commit_message):
             calls["files"] = sorted(op.path_in_repo for op in operations)
+            calls["message"] = commit_message
 
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
-    push_checkpoint(run / "checkpoint-3", "someone/tiny", private=True)
-    checkpoint = run / "checkpoint-3"
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    checkpoint = run / f"checkpoint-{STEPS}"
+    push_checkpoint(checkpoint, "someone/tiny", private=True)
     expected = sorted(p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*")
                       if p.is_file() and "training_state" not in p.parts)
-    assert calls["files"] == expected and "model.safetensors" in expected and "README.md" in expected
+    assert calls["files"] == expected and {"model.safetensors", "README.md", "config.json"} <= set(expected)
+    assert (checkpoint / "training_state").is_dir()
     assert calls["repo"] == ("someone/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
-    assert [p.name for p in files_to_upload(checkpoint)] == [Path(f).name for f in expected]
+    assert calls["message"] == f"Upload checkpoint-{STEPS} with nanogpt2"
+    assert [p.relative_to(checkpoint).as_posix() for p in files_to_upload(checkpoint)] == expected
+
+    class FailingApi(FakeApi):
+        def create_commit(self, repo_id, operations, commit_message):
+            raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    with pytest.raises(PublishError, match=f"retry with python -m nanogpt2.publish {checkpoint} someone/tiny"):
+        push_checkpoint(checkpoint, "someone/tiny")
+    with pytest.raises(PublishError, match="not a model checkpoint"):
+        push_checkpoint(run, "someone/tiny")
 
 
-@pytest.mark.parametrize("env,message", [({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE"),
-                                         ({"HF_HUB_OFFLINE": "0", "HF_TOKEN": ""}, "no token")])
-def test_push_fails_fast_before_training(env, message, tmp_path, tinyshakespeare_file, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login token
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(PublishError, match=message):
-        check_hub_access("someone/tiny")
-    start = time.time()
+def _whoami_raising(error):
+    def whoami(self, token=None):
+        raise error
+    return whoami
+
+
+WHOAMI = {"name": "alice", "orgs": [{"name": "lab"}], "auth": {"accessToken": {"role": "write"}}}
+
+
+@pytest.mark.parametrize("repo_id,token,whoami,message", [
+    ("someone/tiny", None, None, "no token; run `hf auth login` or set HF_TOKEN"),
+    ("not a repo id!", "hf_x", None, "is not a valid repository id"),
+    ("alice/tiny", "hf_x", _whoami_raising(ConnectionError("DNS")), "cannot reach the Hub"),
+    ("alice/tiny", "hf_x", lambda self, token=None: {**WHOAMI, "auth": {"accessToken": {"role": "read"}}},
+     "read-only"),
+    ("bob/tiny", "hf_x", lambda self, token=None: WHOAMI, "can write to alice, lab only"),
+])
+def test_hub_access_errors(repo_id, token, whoami, message, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: token)
+    if whoami:
+        monkeypatch.setattr(huggingface_hub.HfApi, "whoami", whoami)
+    with pytest.raises(PublishError, match=message.replace("(", r"\(")) as error:
+        check_hub_access(repo_id)
+    assert "\n" not in str(error.value)
+
+
+def test_hub_access_allowed_for_the_user_and_its_orgs(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self, token=None: WHOAMI)
+    for repo_id in ("alice/tiny", "lab/tiny", "tiny"):
+        check_hub_access(repo_id)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
+        check_hub_access("alice/tiny")
+
+
+def _offline_env(tmp_path, offline: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    return {**env, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1" if offline else "0"}
+
+
+def test_run_pretrain_push_to_hub_without_token_stops_before_training(tmp_path, tinyshakespeare_file):
+    output_dir = tmp_path / "run"
     result = subprocess.run([sys.executable, "run_pretrain.py", *TINY, "--train_file", str(tinyshakespeare_file),
-                             "--output_dir", str(tmp_path / "run"), "--push_to_hub", "--hub_model_id", "someone/tiny"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ})
-    assert result.returncode == 1 and message in result.stderr.strip().splitlines()[-1]
-    assert time.time() - start < 60 and not (tmp_path / "run" / "metrics.jsonl").exists()
-    cli = subprocess.run([sys.executable, "-m", "nanogpt2.publish", str(tmp_path), "someone/tiny"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60, env={**os.environ})
-    assert cli.returncode == 1 and message in cli.stderr
+                             "--output_dir", str(output_dir), "--push_to_hub", "--hub_model_id", "someone/tiny"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path, False))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot push to the Hub: no token")
+    assert not (output_dir / "metrics.jsonl").exists() and not list(output_dir.glob("checkpoint-*"))
 
 
-def test_pipeline_streamer_and_sampling(run):
-    from transformers import AutoTokenizer, TextIteratorStreamer, pipeline
+def test_publish_cli_offline_stops_before_touching_the_checkpoint(checkpoint_copy, tmp_path):
+    card = (checkpoint_copy / "README.md").read_text()
+    result = subprocess.run([sys.executable, "-m", "nanogpt2.publish", str(checkpoint_copy), "someone/tiny"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path, True))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot push to the Hub: HF_HUB_OFFLINE is set")
+    assert (checkpoint_copy / "README.md").read_text() == card
 
-    import nanogpt2  # noqa: F401
 
-    checkpoint = str(run / "checkpoint-3")
+# -- the wider ecosystem ---------------------------------------------------------------------------------
+
+def test_pipeline_sampling_and_streamer(run):
+    from transformers import AutoTokenizer, TextIteratorStreamer, pipeline, set_seed
+
+    import nanogpt2  # noqa: F401  (registers the Auto classes)
+
+    checkpoint = str(run / f"checkpoint-{STEPS}")
     generator = pipeline("text-generation", model=checkpoint)
-    text = generator("ROMEO:", max_new_tokens=5, do_sample=False)[0]["generated_text"]
-    assert text.startswith("ROMEO:")
     model, tokenizer = generator.model, AutoTokenizer.from_pretrained(checkpoint)
     inputs = tokenizer("ROMEO:", return_tensors="pt")
-    sampled = model.generate(**inputs, do_sample=True, top_k=20, top_p=0.9, temperature=0.8, max_new_tokens=6,
-                             min_new_tokens=6)
-    assert sampled.shape[1] == inputs["input_ids"].shape[1] + 6 and sampled.max() < 50257
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
-    import threading
+    prompt_length = inputs["input_ids"].shape[1]
+    greedy = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert generator("ROMEO:", max_new_tokens=6, min_new_tokens=6, do_sample=False)[0]["generated_text"] == \
+        tokenizer.decode(greedy[0])
 
+    def sample(**kwargs):
+        set_seed(0)
+        return model.generate(**inputs, do_sample=True, max_new_tokens=6, min_new_tokens=6, **kwargs)
+
+    assert torch.equal(sample(top_k=1, temperature=0.7), greedy)  # top-k 1 leaves only the argmax
+    sampled = sample(top_k=50, top_p=0.9, temperature=1.5)
+    assert torch.equal(sampled, sample(top_k=50, top_p=0.9, temperature=1.5))  # seeded: reproducible
+    assert sampled.shape == greedy.shape and int(sampled.max()) < tokenizer.vocab_size  # never a padded row
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
     thread = threading.Thread(target=model.generate, kwargs=dict(**inputs, streamer=streamer, max_new_tokens=6,
-                                                                 do_sample=False))
+                                                                 min_new_tokens=6, do_sample=False))
     thread.start()
     streamed = "".join(streamer)
     thread.join()
-    greedy = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    assert streamed == tokenizer.decode(greedy[0, inputs["input_ids"].shape[1]:])
+    assert streamed == tokenizer.decode(greedy[0, prompt_length:])
 
 
-def test_ecosystem_without_nanogpt2(run, tmp_path):
-    subprocess.run([sys.executable, "-m", "nanogpt2.convert", "to-gpt2", str(run / "checkpoint-3"),
-                    str(tmp_path / "gpt2")], check=True, capture_output=True, cwd=REPO)
+def test_to_gpt2_export_and_remote_code_without_nanogpt2(run, tmp_path):
+    from nanogpt2.convert import convert_to_gpt2
+
+    checkpoint = run / f"checkpoint-{STEPS}"
+    exported = convert_to_gpt2(str(checkpoint), str(tmp_path / "gpt2"))
     code = BLOCK_NANOGPT2 + textwrap.dedent(f"""
+        try:
+            import nanogpt2
+            raise SystemExit("nanogpt2 should be unimportable here")
+        except ImportError:
+            pass
         from transformers import GPT2LMHeadModel, pipeline
-        model = GPT2LMHeadModel.from_pretrained({str(tmp_path / 'gpt2')!r})
-        out = pipeline("text-generation", model={str(tmp_path / 'gpt2')!r})("ROMEO:", max_new_tokens=4, do_sample=False)
-        remote = pipeline("text-generation", model={str(run / 'checkpoint-3')!r}, trust_remote_code=True)
-        same = remote("ROMEO:", max_new_tokens=4, do_sample=False)
-        assert out[0]["generated_text"] == same[0]["generated_text"], (out, same)
+        native = pipeline("text-generation", model={str(exported)!r})
+        assert type(native.model) is GPT2LMHeadModel, type(native.model)
+        remote = pipeline("text-generation", model={str(checkpoint)!r}, trust_remote_code=True)
+        assert type(remote.model).__name__ == "NanoGPT2ForCausalLM"
+        args = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+        a, b = native("ROMEO:", **args)[0]["generated_text"], remote("ROMEO:", **args)[0]["generated_text"]
+        assert a == b and len(a) > len("ROMEO:"), (a, b)
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
-    """EleutherAI lm-evaluation-harness's HF wrapper loads the checkpoint and scores HellaSwag endings
-    exactly as our harness-style scorer does."""
-    pytest.importorskip("lm_eval")
+    """EleutherAI lm-evaluation-harness's HF wrapper loads the checkpoint (remote code, as `lm_eval --model hf
+    --model_args pretrained=CKPT,trust_remote_code=True` does) and scores HellaSwag endings exactly as our
+    harness-style scorer does."""
+    pytest.importorskip("lm_eval", reason="lm_eval is in the dev extra: pip install -e '.[dev]'")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM
@@ -144,9 +253,11 @@ def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
     from nanogpt2.hellaswag import evaluate_hellaswag, harness_preprocess, load_hellaswag
     from nanogpt2.tokenizer import load_tokenizer
 
-    checkpoint = str(run / "checkpoint-3")
+    checkpoint = str(run / f"checkpoint-{STEPS}")
     examples = load_hellaswag(hellaswag_file, limit=4)
-    harness = HFLM(pretrained=checkpoint, backend="causal", batch_size=4, device="cpu")
+    harness = HFLM(pretrained=checkpoint, backend="causal", batch_size=4, device="cpu", trust_remote_code=True)
+    # lm_eval/tasks/hellaswag: context = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()),
+    # continuation = " " + preprocess(ending)
     requests = [
         Instance(request_type="loglikelihood", doc=example, idx=i, arguments=(
             harness_preprocess(example["activity_label"] + ": " + example["ctx_a"] + " "
@@ -156,4 +267,5 @@ def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
     ours = evaluate_hellaswag(AutoModelForCausalLM.from_pretrained(checkpoint), load_tokenizer(), examples,
                               style="harness", progress=False)
     ours = [loss for prediction in ours["predictions"] for loss in prediction["sum_losses"]]
-    assert max(abs(a - b) for a, b in zip(theirs, ours)) < 1e-3 and len(ours) == 16
+    assert len(ours) == len(theirs) == 16
+    assert max(abs(a - b) for a, b in zip(theirs, ours)) < 1e-3, (theirs, ours)

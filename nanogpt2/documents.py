@@ -1,0 +1,209 @@
+"""Documents -> tokens, in parallel: the source is cut into chunks that a worker process reads and
+tokenizes by itself, and the token arrays come back in order.
+
+A chunk is a 2 MiB line-aligned byte range of a .jsonl file, a row group of a .parquet file, a whole
+.txt file (one document), 1,024 rows of a downloaded `datasets` dataset, or a batch of documents that
+the main process read (a stream can only be read in order). When workers read their own chunks the
+main process only receives tokens, so it does not limit how many processes can work; when it reads
+and sends every document itself, as build-nanogpt's fineweb.py does, it saturates at a few workers
+(docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+
+# how sources are cut into chunks (a prepared directory records it: a rerun must cut the same way)
+CHUNKING = {"jsonl_bytes": 2 * 1024 * 1024, "dataset_rows": 1024, "streamed_documents": 256}
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message names the file and what to do."""
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work: "jsonl" (bytes [start, stop) of a JSON-lines file), "parquet" (row group `start`),
+    "txt" (a whole file, one document), "rows" (rows [start, stop) of a `datasets` dataset) or "texts"
+    (documents that the main process read)."""
+
+    kind: str
+    path: str | None = None
+    start: int = 0
+    stop: int = 0
+    texts: tuple[str, ...] | None = None
+
+
+def check_local_file(path, text_column: str = "text") -> None:
+    """Fail before any work on a missing file, an unsupported type or a missing text column."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.ParquetFile(path).schema_arrow.names
+        if text_column not in names:
+            raise DataError(f"{path}: no {text_column!r} column (columns: {names}); set --text_column")
+    elif suffix in (".jsonl", ".json"):
+        with open(path, "rb") as f:
+            end = 0
+            for line in f:
+                end += len(line)
+                if line.strip():
+                    break
+        if line.lstrip().startswith(b"["):
+            raise DataError(f"{path} is one JSON array; write one JSON object per line (.jsonl) instead")
+        _jsonl_texts(Chunk("jsonl", str(path), 0, end), text_column)  # the first row, checked now
+
+
+def local_chunks(path) -> list[Chunk]:
+    """The chunks of one local file, in order."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [Chunk("txt", str(path))]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [Chunk("parquet", str(path), i) for i in range(pq.ParquetFile(path).num_row_groups)]
+    chunks, size, start = [], path.stat().st_size, 0
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(min(start + CHUNKING["jsonl_bytes"], size))
+            f.readline()  # on to the end of the line: chunks hold whole lines
+            chunks.append(Chunk("jsonl", str(path), start, f.tell()))
+            start = f.tell()
+    return chunks
+
+
+def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.start)
+        lines = f.read(chunk.stop - chunk.start).split(b"\n")
+    texts = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problem = f"not valid JSON ({error.msg})"
+        else:
+            if isinstance(row, dict) and text_column in row:
+                texts.append(row[text_column])
+                continue
+            problem = f"no {text_column!r} field (set --text_column)"
+        with open(chunk.path, "rb") as f:  # (an error: worth counting the lines before the chunk)
+            line_number = f.read(chunk.start).count(b"\n") + number + 1
+        raise DataError(f"{chunk.path}:{line_number}: {problem}")
+    return texts
+
+
+def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[str]:
+    """The chunk's documents, in order."""
+    if chunk.kind == "texts":
+        texts = list(chunk.texts)
+    elif chunk.kind == "txt":
+        texts = [Path(chunk.path).read_text(encoding="utf-8")]
+    elif chunk.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        texts = pq.ParquetFile(chunk.path).read_row_group(chunk.start, columns=[text_column]).column(0).to_pylist()
+    elif chunk.kind == "rows":
+        texts = dataset[chunk.start : chunk.stop][text_column]
+    else:
+        texts = _jsonl_texts(chunk, text_column)
+    for text in texts:
+        if not isinstance(text, str):
+            raise DataError(f"{chunk.path or 'the dataset'}: column {text_column!r} holds {type(text).__name__}, "
+                            "not text (set --text_column)")
+    return texts
+
+
+def read_documents(path, text_column: str = "text") -> list[str]:
+    """The documents of a local file: .jsonl/.json/.parquet one per row (`text_column`), .txt one per file."""
+    check_local_file(path, text_column)
+    return [text for chunk in local_chunks(path) for text in read_chunk(chunk, text_column)]
+
+
+def encode_documents(texts: Sequence[str], tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, document ends): every text as <|endoftext|> + its ids, in one array (one object for a
+    worker to send back). One document at a time: here the process is the unit of parallelism
+    (tiktoken's encode_ordinary_batch would start a thread pool per call)."""
+    ids = [tokenizer.encode_ordinary(text) for text in texts]
+    lengths = np.fromiter((1 + len(x) for x in ids), dtype=np.int64, count=len(ids))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    tokens = np.empty(int(ends[-1]) if len(ends) else 0, dtype=token_dtype(tokenizer.vocab_size))
+    tokens[starts] = tokenizer.eot_token_id
+    for start, document in zip(starts.tolist(), ids):
+        tokens[start + 1 : start + 1 + len(document)] = document
+    return tokens, ends
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ordered_map(function, tasks: Iterable, num_proc: int = 1, initializer=None, initargs=()) -> Iterator:
+    """`function(task)` for each task, in the tasks' order, computed by `num_proc` processes (in this
+    process when 1). At most 4 tasks per process are in flight (Pool.imap would read all the tasks
+    ahead: a whole streamed dataset into memory)."""
+    if num_proc <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, tasks)
+        return
+    # fork: the workers inherit initargs (tokenizer, dataset) instead of unpickling them
+    context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+    with context.Pool(num_proc, initializer=initializer, initargs=initargs) as pool:
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(function, (task,)))
+            if len(pending) >= 4 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_worker = {}
+
+
+def _init_worker(tokenizer, text_column: str, dataset) -> None:
+    _worker.update(tokenizer=tokenizer, text_column=text_column, dataset=dataset)
+
+
+def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray]:
+    chunk, skip = task
+    texts = read_chunk(chunk, _worker["text_column"], _worker["dataset"])[skip:]
+    return encode_documents(texts, _worker["tokenizer"])
+
+
+def tokenize_chunks(tasks: Iterable[tuple[Chunk, int]], tokenizer, text_column: str = "text", num_proc: int = 1,
+                    dataset=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(tokens, document ends) of each (chunk, documents to skip at its start), in order, by `num_proc`
+    processes. `dataset`: the `datasets` dataset that "rows" chunks index (inherited by the workers)."""
+    return ordered_map(_encode_chunk, tasks, num_proc, _init_worker, (tokenizer, text_column, dataset))
