@@ -181,7 +181,7 @@ def resolve_config(argv=None) -> RunConfig:
             raise ValueError(f"--{name} must be at least 1 (got {getattr(config, name)})")
     sources = [f"--{name}" for name in ("data_dir", "train_file", "dataset_name") if getattr(config, name)]
     if len(sources) > 1:
-        raise ValueError(f"{' and '.join(sources)} both name training data; pass only one")
+        raise ValueError(f"{' and '.join(sources)} each name training data; pass only one")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (the Hub repository to create or update)")
     return config

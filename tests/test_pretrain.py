@@ -28,7 +28,7 @@ def pretrain(args, processes=1, check=True):
     return result
 
 
-def pretrain_in_process(args, capsys) -> tuple[int, str]:
+def pretrain_in_process(args, capsys) -> tuple[int, list[str]]:
     """run_pretrain.main() in this process (no interpreter start-up): (exit code, last stderr line)."""
     spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
     cli = importlib.util.module_from_spec(spec)
@@ -139,7 +139,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
     (["--resume_from_checkpoint", "/nonexistent"], "not a checkpoint"),
     (["--dataset_name", "HuggingFaceFW/fineweb-edu"], "--train_file"),  # offline (conftest sets HF_HUB_OFFLINE)
     (["--eval_steps", "0"], "--eval_steps must be at least 1"),
-    (["--data_dir", "shards"], "--data_dir and --train_file both name training data"),
+    (["--data_dir", "shards"], "--data_dir and --train_file each name training data"),
     (["--push_to_hub"], "--hub_model_id"),
     (["--report_to", "wandb"], "pip install wandb"),
 ])
