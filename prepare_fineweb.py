@@ -2,7 +2,7 @@
 """FineWeb-Edu (or any text dataset) -> GPT-2 token shards for run_pretrain.py --data_dir.
 
     python prepare_fineweb.py                          # FineWeb-Edu sample-10BT (online) -> edu_fineweb10B/, 100M/shard
-    python prepare_fineweb.py --max_tokens 10000000    # try it on the first 10M tokens
+    python prepare_fineweb.py --streaming --max_tokens 10000000    # try it on the first 10M tokens
     python prepare_fineweb.py --data_files docs.jsonl --output_dir data/docs --shard_size 1000000   # offline
 
 Shard 0 is validation, the rest training. Every document is prefixed with <|endoftext|> and encoded with
@@ -21,8 +21,10 @@ from nanogpt2.prepare import Source, prepare_shards
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_name", default="HuggingFaceFW/fineweb-edu", help="Hub dataset (needs internet)")
-    parser.add_argument("--dataset_config_name", default="sample-10BT", help="the Hub dataset's config")
+    parser.add_argument("--dataset_name", default="HuggingFaceFW/fineweb-edu",
+                        help="Hub dataset, needs internet (default: %(default)s)")
+    parser.add_argument("--dataset_config_name", default="sample-10BT",
+                        help="the Hub dataset's config (default: %(default)s)")
     parser.add_argument("--split", default="train", help="the Hub dataset's split")
     parser.add_argument("--revision", default=None,
                         help="Hub dataset branch, tag or commit (default main); the commit read is in the manifest")
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
                         help="local .jsonl/.json/.parquet files (one document per row) or .txt files (one document "
                              "each) instead of the Hub; works offline")
     parser.add_argument("--text_column", default="text", help="the column that holds the documents' text")
-    parser.add_argument("--output_dir", default="edu_fineweb10B", help="where the shards and manifest.json go")
+    parser.add_argument("--output_dir", default="edu_fineweb10B",
+                        help="where the shards and manifest.json go (default: %(default)s)")
     parser.add_argument("--shard_size", type=int, default=100_000_000, help="tokens per shard (default 100M)")
     parser.add_argument("--num_proc", type=int, default=max(1, os.cpu_count() or 1),
                         help="tokenizer processes (default: one per CPU core)")
@@ -38,8 +41,8 @@ def main(argv=None) -> int:
                         help="stop after this many tokens (to try it; with a Hub dataset add --streaming, or the "
                              "whole dataset is downloaded first)")
     parser.add_argument("--streaming", action="store_true",
-                        help="Hub only: tokenize while downloading, without datasets' Arrow copy on disk "
-                             "(local files are always streamed)")
+                        help="Hub only: tokenize while downloading, without datasets' Arrow copy on disk; the "
+                             "main process then reads the stream (local files are read by the workers)")
     parser.add_argument("--tokenizer", default=None,
                         help="a tokenizer.json directory, e.g. from train_tokenizer.py (default: GPT-2's)")
     parser.add_argument("--prefix", default=None,

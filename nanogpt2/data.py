@@ -110,7 +110,8 @@ def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train",
         return datasets.load_dataset(dataset_name, name=dataset_config_name, split=split, streaming=streaming,
                                      revision=sha, **extra)
     except (ConnectionError, OSError) as error:
-        raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
+        first_line = (str(error).splitlines() or [""])[0]
+        raise DataError(f"could not load {dataset_name} from the Hub ({type(error).__name__}: {first_line}); "
                         + OFFLINE_HINT) from None
 
 

@@ -1,6 +1,7 @@
 """prepare_fineweb.py's engine (nanogpt2.prepare) and the shard format (nanogpt2.shards), on english_mix."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -238,3 +239,13 @@ def test_offline_hub_dataset_fails_fast_with_a_one_line_hint(tmp_path, monkeypat
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--data_files" in error and "offline" in error
     assert not (tmp_path / "x").exists()
+
+
+def test_throughput_benchmark_runs_and_counts_the_same_tokens(tmp_path, english_mix_file):
+    with open(english_mix_file, encoding="utf-8") as f:
+        (tmp_path / "docs.jsonl").write_text("".join(line for _, line in zip(range(60), f)), encoding="utf-8")
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "prepare_throughput.py"), "--data_file",
+                             str(tmp_path / "docs.jsonl"), "--rounds", "1", "--repeat", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pipeline, 1 process vs raw tiktoken" in result.stdout and "saturated at" in result.stdout
