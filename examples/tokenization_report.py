@@ -60,10 +60,16 @@ def density_section(tokenizers):
     return lines
 
 
+def pieces_table(header, samples, tokenizers):
+    """A markdown table: one row per sample, the pieces each tokenizer cuts it into."""
+    lines = [f"| {header} | " + " | ".join(tokenizers) + " |", "|---|" + "---|" * len(tokenizers)]
+    for sample in samples:
+        lines.append(f"| `{sample!r}` | " + " | ".join(pieces(t, sample) for t in tokenizers.values()) + " |")
+    return lines
+
+
 def numbers_section(tokenizers):
-    lines = ["| number | " + " | ".join(tokenizers) + " |", "|---|" + "---|" * len(tokenizers)]
-    for number in NUMBERS:
-        lines.append(f"| `{number!r}` | " + " | ".join(pieces(t, number) for t in tokenizers.values()) + " |")
+    lines = pieces_table("number", NUMBERS, tokenizers)
     lines += ["", "GPT-2's regex keeps a run of digits together (` ?\\p{N}+`), then BPE cuts the run wherever its "
               "learned merges fall, not at fixed groups of digits, and the same digits get other tokens after a "
               "space (`'2024'` against `' 2024'`). A tokenizer trained on text with few numbers keeps them as "
@@ -105,9 +111,7 @@ def endoftext_section(gpt2, shakespeare, shakespeare_hf):
 
 
 def whitespace_section(tokenizers):
-    lines = ["| text | " + " | ".join(tokenizers) + " |", "|---|" + "---|" * len(tokenizers)]
-    for text in WHITESPACE:
-        lines.append(f"| `{text!r}` | " + " | ".join(pieces(t, text) for t in tokenizers.values()) + " |")
+    lines = pieces_table("text", WHITESPACE, tokenizers)
     lines += ["", "A space belongs to the token of the word after it (`' hello'` is one token, a different id "
               "from `'hello'`), so a prompt that ends in a space leaves the model to continue from a lone-space "
               "token it rarely saw before a word; of several spaces, all but the last form their own token; "
