@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
-from nanogpt2.checkpoint import atomic_directory, save_model_checkpoint
+from nanogpt2.checkpoint import save_model_checkpoint
+from nanogpt2.fileio import atomic_directory
 
 # Makes `import nanogpt2` fail, as in an environment where the package is not installed.
 BLOCK_NANOGPT2 = textwrap.dedent("""

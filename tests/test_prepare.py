@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanogpt2.data import DataError, open_token_shards
+from nanogpt2.data import open_token_shards
+from nanogpt2.sources import DataError
 from nanogpt2.prepare import MANIFEST, Source, prepare_shards
 from nanogpt2.shards import HEADER_SIZE, open_shard, read_header, write_shard
 from nanogpt2.tokenizer import load_tokenizer

@@ -40,7 +40,7 @@ def pretrain_in_process(args, capsys) -> tuple[int, list[str]]:
 def validation_loss_of(checkpoint, train_file):
     """The mean loss of the first 9 (4 x 32) windows of the last 10% of train_file, computed directly."""
     from nanogpt2 import NanoGPT2ForCausalLM
-    from nanogpt2.data import tokenize_files
+    from nanogpt2.documents import tokenize_files
     from nanogpt2.tokenizer import load_tokenizer
 
     tokens = tokenize_files(train_file, load_tokenizer())
@@ -114,12 +114,12 @@ def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespe
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_file):
     from nanogpt2.run_config import resolve_config
-    from nanogpt2.training import Trainer
+    from nanogpt2.training import PretrainingLoop
 
     def gradients(micro_batch_size):
         config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(tmp_path),
                                          "--micro_batch_size", str(micro_batch_size), "--dropout", "0.0"])
-        trainer = Trainer(config)
+        trainer = PretrainingLoop(config)
         trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients, skip the update
         trainer.optimizer.zero_grad = lambda *args, **kwargs: None
         trainer.train_step()
@@ -203,14 +203,14 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
 
 def test_compile_trains_like_eager_with_evaluation_in_the_same_run(tmp_path, tinyshakespeare_file, hellaswag_file):
     from nanogpt2.run_config import resolve_config
-    from nanogpt2.training import Trainer
+    from nanogpt2.training import PretrainingLoop
 
     def run(name, *extra):
         config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--hellaswag_file",
                                          str(hellaswag_file), "--hellaswag_limit", "4", "--max_steps", "2",
                                          "--eval_steps", "2", "--dropout", "0.0", "--output_dir",
                                          str(tmp_path / name), *extra])
-        trainer = Trainer(config)
+        trainer = PretrainingLoop(config)
         trainer.train()  # trains, validates, runs HellaSwag, samples and saves at step 2
         assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule) == ("--compile" in extra)
         return train_losses(tmp_path / name)
@@ -235,7 +235,7 @@ def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_f
 
 def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, tinyshakespeare_file):
     from nanogpt2.data import DataError
-    from nanogpt2.training import download_tiny_shakespeare
+    from nanogpt2.sources import download_tiny_shakespeare
 
     monkeypatch.setenv("NANOGPT2_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="offline\\? pass a local copy with --train_file"):

@@ -106,6 +106,11 @@ def test_files_to_upload_are_the_checkpoint_model_files(run, monkeypatch):
     assert calls["repo"] == ("someone/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert calls["message"] == f"Upload checkpoint-{STEPS} with nanogpt2"
     assert [p.relative_to(checkpoint).as_posix() for p in files_to_upload(checkpoint)] == expected
+    # --hub_strategy checkpoint: the whole checkpoint, training state included, also under last-checkpoint/
+    push_checkpoint(checkpoint, "someone/tiny", last_checkpoint=True)
+    everything = sorted(p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file())
+    assert calls["files"] == sorted(expected + [f"last-checkpoint/{name}" for name in everything])
+    assert "last-checkpoint/training_state/trainer_state.json" in calls["files"]
 
     class FailingApi(FakeApi):
         def create_commit(self, repo_id, operations, commit_message):
