@@ -58,6 +58,7 @@ def test_layout_ties_and_single_copy_of_embedding(checkpoint):
     assert not any(p.name.startswith(".tmp-") for p in checkpoint.parent.iterdir())
 
 
+@pytest.mark.slow
 def test_auto_classes_reload_in_fresh_process(checkpoint):
     out = run_python(textwrap.dedent(f"""
         import torch, nanogpt2
@@ -76,6 +77,7 @@ def test_auto_classes_reload_in_fresh_process(checkpoint):
     assert out.strip().endswith("ok")
 
 
+@pytest.mark.slow
 def test_trust_remote_code_without_nanogpt2_installed(checkpoint):
     out = run_python(BLOCK_NANOGPT2 + textwrap.dedent(f"""
         import torch

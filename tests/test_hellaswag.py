@@ -236,6 +236,7 @@ def run_cli(*args, launcher=(sys.executable,)):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_one_and_two_processes_agree(tmp_path, hellaswag_file):
     torch.manual_seed(0)
     save_model_checkpoint(NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256)),
@@ -272,6 +273,7 @@ def test_directory_without_checkpoint(tmp_path):
         load_model_and_tokenizer(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(hellaswag_file):
     completed = run_cli("--model", "/nonexistent/ckpt", "--data_file", hellaswag_file, "--limit", 2)
     assert completed.returncode == 1 and "Traceback" not in completed.stderr
@@ -280,6 +282,7 @@ def test_cli_reports_bad_input_in_one_line(hellaswag_file):
                                         "as openai-community/gpt2")
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_contenders_agree(hellaswag_file):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

@@ -168,6 +168,7 @@ def _offline_env(tmp_path, offline: bool) -> dict:
     return {**env, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1" if offline else "0"}
 
 
+@pytest.mark.slow
 def test_run_pretrain_push_to_hub_without_token_stops_before_training(tmp_path, tinyshakespeare_file):
     output_dir = tmp_path / "run"
     result = subprocess.run([sys.executable, "run_pretrain.py", *TINY, "--train_file", str(tinyshakespeare_file),
@@ -178,6 +179,7 @@ def test_run_pretrain_push_to_hub_without_token_stops_before_training(tmp_path, 
     assert not (output_dir / "metrics.jsonl").exists() and not list(output_dir.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_publish_cli_offline_stops_before_touching_the_checkpoint(checkpoint_copy, tmp_path):
     card = (checkpoint_copy / "README.md").read_text()
     result = subprocess.run([sys.executable, "-m", "nanogpt2.publish", str(checkpoint_copy), "someone/tiny"],
@@ -221,6 +223,7 @@ def test_pipeline_sampling_and_streamer(run):
     assert streamed == tokenizer.decode(greedy[0, prompt_length:])
 
 
+@pytest.mark.slow
 def test_to_gpt2_export_and_remote_code_without_nanogpt2(run, tmp_path):
     from nanogpt2.convert import convert_to_gpt2
 

@@ -75,6 +75,7 @@ def test_train_tokenizer_errors_name_the_flag_or_file(tmp_path, capsys):
     assert load_tokenizer(tmp_path / "tok").vocab_size < 2000
 
 
+@pytest.mark.slow
 def test_trained_tokenizer_through_prepare_and_pretraining(shakespeare_tokenizer, english_mix_file, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
