@@ -103,26 +103,32 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def build_accelerator(config: RunConfig):
+    """The Accelerator of a run: precision `auto` is bf16 on CUDA, trackers from --report_to."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+    precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
+    trackers = [] if config.report_to == "none" else [config.report_to]
+    # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
+    # start real gloo process groups instead of independent single processes.
+    accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=config.output_dir,
+                              cpu=not cuda)
+    if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
+        raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
+                            f"(pip install {config.report_to}) or pass --report_to none")
+    return accelerator
+
+
 class PretrainingLoop:
     """The loop of run_pretrain.py (not a `transformers.Trainer`: no callbacks, no compute_metrics); its
     settings borrow TrainingArguments' names and meanings."""
 
     def __init__(self, config: RunConfig, accelerator=None):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
-        cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-        precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
-        trackers = [] if config.report_to == "none" else [config.report_to]
-        # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
-        # start real gloo process groups instead of independent single processes.
-        self.accelerator = accelerator or Accelerator(mixed_precision=precision, log_with=trackers or None,
-                                                      project_dir=config.output_dir, cpu=not cuda)
-        acc = self.accelerator
-        if trackers and not acc.log_with:  # Accelerate only warns, and would log nothing
-            raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
-                                f"(pip install {config.report_to}) or pass --report_to none")
+        self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
         if config.tf32 and self.device.type == "cuda":
@@ -139,7 +145,23 @@ class PretrainingLoop:
         self.model_config = model_config(config, self.tokenizer)
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
+        self._build_model_and_optimizer()
+        self.hellaswag_examples = None
+        self.pushed = None  # the last checkpoint pushed to the Hub
+        self.step, self.tokens_seen = 0, 0
 
+        resume = resolve_resume(config)
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self._prepare_output_dir()
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
+                                  self.step if resume is not None else None)
+        if config.report_to != "none":
+            acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
+                                                   if isinstance(v, (int, float, str, bool))})
+
+    def _build_model_and_optimizer(self) -> None:
+        config, acc = self.config, self.accelerator
         model = NanoGPT2ForCausalLM(self.model_config)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
@@ -151,23 +173,14 @@ class PretrainingLoop:
         self.train_model = torch.compile(self.model) if config.compile else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
-        self.hellaswag_examples = None
-        self.pushed = None  # the last checkpoint pushed to the Hub
-        self.step, self.tokens_seen = 0, 0
 
-        resume = resolve_resume(config)
-        if resume is not None:
-            self.load_checkpoint(resume)
-        if acc.is_main_process:
+    def _prepare_output_dir(self) -> None:
+        """Sweep the temporary directories of saves a kill interrupted; record the run's settings."""
+        if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            for unfinished in self.output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):  # left by a kill during a save
+            for unfinished in self.output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):
                 shutil.rmtree(unfinished, ignore_errors=True)
-            atomic_write_text(self.output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
-        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
-                                  self.step if resume is not None else None)
-        if trackers:
-            acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+            atomic_write_text(self.output_dir / "config.json", json.dumps(dataclasses.asdict(self.config), indent=2))
 
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
