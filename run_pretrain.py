@@ -7,6 +7,7 @@
 See `python run_pretrain.py --help` for every setting; the loop lives in nanogpt2/training.py.
 """
 
+import os
 import sys
 
 from nanogpt2.sources import DataError
@@ -20,7 +21,9 @@ def main(argv=None) -> int:
         trainer = PretrainingLoop(config)
         checkpoint = trainer.train()
     except (ValueError, DataError, TrainingError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        # Under `accelerate launch` every process meets the same error: the first one says it.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {error}", file=sys.stderr)
         return 1
     if trainer.accelerator.is_main_process:
         print(f"done: {trainer.step} steps; checkpoint {checkpoint} loads with "

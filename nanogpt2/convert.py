@@ -24,7 +24,7 @@ from .checkpoint import write_model_files
 from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config
 from .fileio import atomic_directory
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .sources import looks_like_local_path
+from .sources import DataError, local_or_hub_dir
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -35,22 +35,12 @@ class ConversionError(ValueError):
     pass
 
 
-def resolve_checkpoint_dir(name_or_path: str) -> Path:
+def resolve_checkpoint_dir(name_or_path: str, flag: str = "checkpoint") -> Path:
     """A local directory as is; otherwise a Hub id, downloaded (config, safetensors, tokenizer files)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if looks_like_local_path(name_or_path):
-        raise ConversionError(f"{name_or_path} is not a checkpoint directory")
-    from huggingface_hub import snapshot_download
-
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "merges.txt"]))
-    except Exception as error:  # offline, no such repo, gated...
-        raise ConversionError(
-            f"could not download {name_or_path!r} from the Hugging Face Hub ({type(error).__name__}: {error}); "
-            "pass a local checkpoint directory instead"
-        ) from None
+        return local_or_hub_dir(name_or_path, flag, ["*.json", "*.safetensors", "merges.txt"])
+    except DataError as error:
+        raise ConversionError(str(error)) from None
 
 
 def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -109,12 +99,8 @@ def nanogpt2_state_to_gpt2(state: dict[str, torch.Tensor], vocab_size: int | Non
     return converted
 
 
-def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGPT2ForCausalLM:
-    """Write a nanogpt2 checkpoint at `dst` from the HF GPT-2 checkpoint `src` (directory or Hub id).
-
-    `pad_vocab_multiple=64` pads the embedding (zero rows, never predicted) for faster further training."""
-    source = resolve_checkpoint_dir(src)
-    hf = _read_config(source)
+def gpt2_config_to_nanogpt2(hf: dict, source, pad_vocab_multiple: int = 1, **overrides) -> NanoGPT2Config:
+    """The NanoGPT2Config of an HF GPT-2 config.json (a dict); refuses what is not GPT-2's architecture."""
     if hf.get("model_type") != "gpt2":
         raise ConversionError(f"{source}/config.json has model_type {hf.get('model_type')!r}, expected 'gpt2'")
     n_embd = hf.get("n_embd", 768)
@@ -128,21 +114,26 @@ def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGP
     for field, (value, allowed) in unsupported.items():
         if value not in allowed:
             raise ConversionError(f"{source}/config.json: {field}={value!r} is not GPT-2's architecture")
-
     vocab = hf.get("vocab_size", GPT2_VOCAB_SIZE)
-    padded = -(-vocab // pad_vocab_multiple) * pad_vocab_multiple
-    config = NanoGPT2Config(
-        n_layer=hf.get("n_layer", 12),
-        n_head=hf.get("n_head", 12),
-        n_embd=n_embd,
-        n_positions=hf.get("n_positions", hf.get("n_ctx", 1024)),
-        vocab_size=padded,
-        tokenizer_vocab_size=vocab,
-        layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
-        initializer_range=hf.get("initializer_range", 0.02),
-        bos_token_id=hf.get("bos_token_id", EOT_TOKEN_ID),
-        eos_token_id=hf.get("eos_token_id", EOT_TOKEN_ID),
-    )
+    return NanoGPT2Config(**{
+        "n_layer": hf.get("n_layer", 12),
+        "n_head": hf.get("n_head", 12),
+        "n_embd": n_embd,
+        "n_positions": hf.get("n_positions", hf.get("n_ctx", 1024)),
+        "vocab_size": -(-vocab // pad_vocab_multiple) * pad_vocab_multiple,
+        "tokenizer_vocab_size": vocab,
+        "layer_norm_epsilon": hf.get("layer_norm_epsilon", 1e-5),
+        "initializer_range": hf.get("initializer_range", 0.02),
+        "bos_token_id": hf.get("bos_token_id", EOT_TOKEN_ID),
+        "eos_token_id": hf.get("eos_token_id", EOT_TOKEN_ID),
+        **overrides,
+    })
+
+
+def gpt2_to_nanogpt2(source: Path, pad_vocab_multiple: int = 1, **overrides) -> NanoGPT2ForCausalLM:
+    """The nanogpt2 model (in memory) holding the weights of the HF GPT-2 checkpoint directory `source`."""
+    config = gpt2_config_to_nanogpt2(_read_config(source), source, pad_vocab_multiple, **overrides)
+    vocab, padded = config.tokenizer_vocab_size, config.vocab_size
     state = load_safetensors_state(source)
     if "lm_head.weight" in state:
         wte = state.get("transformer.wte.weight", state.get("wte.weight"))
@@ -159,13 +150,46 @@ def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGP
     _check_keys(converted, expected, source)
     model.load_state_dict(converted, strict=False, assign=True)
     model.tie_weights()
+    return model
+
+
+def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGPT2ForCausalLM:
+    """Write a nanogpt2 checkpoint at `dst` from the HF GPT-2 checkpoint `src` (directory or Hub id).
+
+    `pad_vocab_multiple=64` pads the embedding (zero rows, never predicted) for faster further training."""
+    source = resolve_checkpoint_dir(src)
+    model = gpt2_to_nanogpt2(source, pad_vocab_multiple)
     with atomic_directory(dst) as tmp:
         write_model_files(model, tmp)
-        if vocab != GPT2_VOCAB_SIZE:  # not GPT-2's vocabulary: keep the source's own tokenizer files
+        if model.config.tokenizer_vocab_size != GPT2_VOCAB_SIZE:  # not GPT-2's: keep the source's tokenizer files
             for name in TOKENIZER_FILES:
                 if (source / name).is_file():
                     shutil.copy2(source / name, tmp / name)
     return model
+
+
+def pretrained_config(name_or_path: str, flag: str = "checkpoint", **overrides) -> NanoGPT2Config:
+    """The NanoGPT2Config of a nanogpt2 or HF GPT-2 checkpoint or config (a directory, a config.json or a
+    Hub id); GPT-2's vocabulary padded to a multiple of 64."""
+    path = Path(name_or_path)
+    source = path.parent if path.is_file() else resolve_checkpoint_dir(name_or_path, flag)
+    values = json.loads(path.read_text()) if path.is_file() else _read_config(source)
+    if values.get("model_type") == "nanogpt2":
+        return NanoGPT2Config.from_dict({**values, **overrides})
+    return gpt2_config_to_nanogpt2(values, source, 64, **overrides)
+
+
+def load_pretrained(name_or_path: str, flag: str = "checkpoint", **overrides) -> NanoGPT2ForCausalLM:
+    """A nanogpt2 model holding the weights of a nanogpt2 checkpoint, or of an HF GPT-2 one (converted,
+    vocabulary padded to a multiple of 64); a local directory or a Hub id. `overrides` (e.g. dropout)
+    change the config, never the shape."""
+    source = resolve_checkpoint_dir(name_or_path, flag)
+    config = _read_config(source)
+    if config.get("model_type") != "nanogpt2":
+        return gpt2_to_nanogpt2(source, 64, **overrides)
+    if not any(source.glob("*.safetensors")):  # only safetensors: a pickle-only directory is refused
+        load_safetensors_state(source)  # raises, naming what is there
+    return NanoGPT2ForCausalLM.from_pretrained(source, **overrides)
 
 
 def convert_to_gpt2(src: str, dst: str):

@@ -1,6 +1,8 @@
-"""The optimizer and learning-rate schedule of GPT-2 124M pretraining (build-nanogpt's recipe,
+"""The optimizer and learning-rate schedules of GPT-2 124M pretraining (build-nanogpt's recipe,
 following GPT-3 (Brown et al. 2020, appendix B): AdamW betas (0.9, 0.95), eps 1e-8, weight decay 0.1
-on matrices only, linear warmup then cosine decay to 10% of the peak)."""
+on matrices only, linear warmup then cosine decay to 10% of the peak). Besides cosine, the schedules
+of transformers' `--lr_scheduler_type` that make sense for pretraining: linear, constant and
+warmup_stable_decay (Hu et al. 2024, MiniCPM)."""
 
 from __future__ import annotations
 
@@ -36,3 +38,30 @@ def cosine_lr(step: int, max_lr: float, warmup_steps: int, max_steps: int, min_l
         return min_lr
     progress = (step - warmup_steps) / (max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def learning_rate_at(step: int, schedule: str, max_lr: float, warmup_steps: int, max_steps: int,
+                     min_lr_ratio: float = 0.1, decay_ratio: float = 0.2) -> float:
+    """The learning rate of optimizer step `step` (0-based) under `schedule`. Every schedule starts with the
+    same linear warmup (step 0 gets max_lr/warmup_steps) and ends at min_lr_ratio*max_lr (constant stays at
+    max_lr). warmup_stable_decay holds max_lr, then decays (cosine, as transformers' default) over the last
+    `decay_ratio` of `max_steps`."""
+    if schedule == "cosine":
+        return cosine_lr(step, max_lr, warmup_steps, max_steps, min_lr_ratio)
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return max_lr
+    min_lr = max_lr * min_lr_ratio
+    if step >= max_steps:
+        return min_lr
+    if schedule == "linear":
+        progress = (step - warmup_steps) / (max_steps - warmup_steps)
+        return max_lr - progress * (max_lr - min_lr)
+    if schedule == "warmup_stable_decay":
+        decay_start = max(warmup_steps, max_steps - round(decay_ratio * max_steps))
+        if step < decay_start:
+            return max_lr
+        progress = (step - decay_start) / (max_steps - decay_start)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")

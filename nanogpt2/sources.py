@@ -170,3 +170,24 @@ def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train",
         first_line = (str(error).splitlines() or [""])[0]
         raise DataError(f"could not load {dataset_name} from the Hub ({type(error).__name__}: {first_line}); "
                         + OFFLINE_HINT) from None
+
+
+def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str]) -> Path:
+    """A local directory as is; otherwise a Hub model repository's files matching `allow_patterns`,
+    downloaded once (a cached copy serves offline). Offline with no copy: one line naming `flag`."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if looks_like_local_path(name_or_path):
+        raise DataError(f"{flag} {name_or_path}: no such directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=allow_patterns))
+    except Exception as error:  # offline, no such repository, gated...
+        if hub_offline():
+            raise DataError(f"{flag} {name_or_path} is not a local directory, and the Hugging Face Hub is offline "
+                            "(HF_HUB_OFFLINE=1) with no cached copy; pass a local directory") from None
+        detail = " ".join(str(error).split())[:300]
+        raise DataError(f"{flag} {name_or_path}: could not download it from the Hugging Face Hub "
+                        f"({type(error).__name__}: {detail}); pass a local directory") from None

@@ -24,14 +24,16 @@ from tqdm.auto import tqdm
 
 from .checkpoint import write_model_files
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
+from .convert import load_pretrained, pretrained_config
 from .data import build_loaders
 from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .optim import build_optimizer, cosine_lr
-from .run_config import RunConfig
-from .tokenizer import load_tokenizer
+from .optim import build_optimizer, learning_rate_at
+from .run_config import RunConfig, compile_enabled, gradient_accumulation_steps, steps_for_epochs
+from .sources import local_or_hub_dir
+from .tokenizer import GPT2_NAME, load_tokenizer
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -40,29 +42,39 @@ class TrainingError(RuntimeError):
     pass
 
 
-def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
-    tokens_per_micro_step = config.micro_batch_size * config.sequence_length * world_size
-    if config.total_batch_size % tokens_per_micro_step:
-        raise ValueError(
-            f"--total_batch_size {config.total_batch_size} is not divisible by --micro_batch_size "
-            f"{config.micro_batch_size} x --sequence_length {config.sequence_length} x {world_size} process(es) "
-            f"= {tokens_per_micro_step}; pick sizes whose product divides it"
-        )
-    return config.total_batch_size // tokens_per_micro_step
-
-
 def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
-    overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd") if getattr(config, k) is not None}
+    """The architecture: the checkpoint's (--model_name_or_path), a config.json's (--config_name) or the
+    preset's, with --n_layer/--n_head/--n_embd/--n_positions/--dropout over it."""
+    overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
+                 if getattr(config, k) is not None}
     overrides["dropout"] = config.dropout
-    if tokenizer.vocab_size != GPT2_VOCAB_SIZE:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
-        overrides["vocab_size"] = -(-tokenizer.vocab_size // 64) * 64
-        overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
-        overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
-    model = NanoGPT2Config.from_preset(config.preset, **overrides)
-    if config.sequence_length > model.n_positions:
-        raise ValueError(f"--sequence_length {config.sequence_length} exceeds the model's context "
-                         f"n_positions={model.n_positions}")
+    if config.model_name_or_path or config.config_name:
+        flag = "--model_name_or_path" if config.model_name_or_path else "--config_name"
+        model = pretrained_config(config.model_name_or_path or config.config_name, flag, **overrides)
+    else:
+        if tokenizer.vocab_size != GPT2_VOCAB_SIZE:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
+            overrides["vocab_size"] = -(-tokenizer.vocab_size // 64) * 64
+            overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
+            overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
+        model = NanoGPT2Config.from_preset(config.preset, **overrides)
+    if model.tokenizer_vocab_size != tokenizer.vocab_size:
+        source = f"--model_name_or_path {config.model_name_or_path}" if config.model_name_or_path else (
+            f"--config_name {config.config_name}" if config.config_name else "the model")
+        raise ValueError(f"{source} has a {model.tokenizer_vocab_size}-token vocabulary, the tokenizer "
+                         f"{config.tokenizer_name or 'gpt2'} {tokenizer.vocab_size}; pass the tokenizer it was made "
+                         "for with --tokenizer_name")
+    if config.block_size > model.n_positions:
+        raise ValueError(f"--block_size {config.block_size} exceeds the model's context n_positions="
+                         f"{model.n_positions}; pass --block_size {model.n_positions} or less")
     return model
+
+
+def run_tokenizer(config: RunConfig):
+    """GPT-2's by default; --tokenizer_name: a local tokenizer.json (directory or file) or a Hub id."""
+    name = config.tokenizer_name
+    if name is None or name == GPT2_NAME or Path(name).expanduser().exists():
+        return load_tokenizer(name)
+    return load_tokenizer(local_or_hub_dir(name, "--tokenizer_name", ["tokenizer.json", "tokenizer_config.json"]))
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -103,12 +115,25 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def resolve_precision(config: RunConfig, cuda: bool) -> tuple[str, str]:
+    """(mixed precision, where the choice came from): a script flag, else `accelerate launch`'s
+    (--mixed_precision or its config file, passed on as ACCELERATE_MIXED_PRECISION), else bf16 on CUDA."""
+    if config.mixed_precision != "auto":
+        return config.mixed_precision, "run_pretrain.py flag"
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched:
+        return launched, "accelerate launch"
+    return ("bf16", "default on CUDA") if cuda else ("no", "default on CPU")
+
+
 def build_accelerator(config: RunConfig):
-    """The Accelerator of a run: precision `auto` is bf16 on CUDA, trackers from --report_to."""
+    """The Accelerator of a run: its device (--use_cpu or `accelerate launch --cpu` force the CPU), its
+    precision (`resolve_precision`), trackers from --report_to. The choice is printed once."""
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-    precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
+    forced_cpu = config.use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    cuda = torch.cuda.is_available() and not forced_cpu
+    precision, origin = resolve_precision(config, cuda)
     trackers = [] if config.report_to == "none" else [config.report_to]
     # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
     # start real gloo process groups instead of independent single processes.
@@ -117,6 +142,8 @@ def build_accelerator(config: RunConfig):
     if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
         raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
                             f"(pip install {config.report_to}) or pass --report_to none")
+    accelerator.print(f"nanogpt2: {accelerator.num_processes} process(es) on {accelerator.device.type}, mixed precision "
+                      f"{precision} ({origin})")
     return accelerator
 
 
@@ -135,16 +162,23 @@ class PretrainingLoop:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.grad_accum = gradient_accumulation_steps(config, acc.num_processes)
+        config.gradient_accumulation_steps = self.grad_accum
         if config.push_to_hub:
             from .publish import check_hub_access
 
             check_hub_access(config.hub_model_id, private=config.hub_private)
 
-        self.tokenizer = load_tokenizer(config.tokenizer)
+        self.tokenizer = run_tokenizer(config)
         set_seed(config.seed)
         self.model_config = model_config(config, self.tokenizer)
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
+        if config.max_steps is None:  # --num_train_epochs
+            if not hasattr(self.train_loader, "total_tokens"):
+                raise ValueError("--num_train_epochs needs data of known size; with --streaming or --dataset_name "
+                                 "pass --max_steps")
+            config.max_steps = steps_for_epochs(config.num_train_epochs, self.train_loader.total_tokens,
+                                                config.total_batch_size)
         self._build_model_and_optimizer()
         self.hellaswag_examples = None
         self.pushed = None  # the last checkpoint pushed to the Hub
@@ -162,7 +196,10 @@ class PretrainingLoop:
 
     def _build_model_and_optimizer(self) -> None:
         config, acc = self.config, self.accelerator
-        model = NanoGPT2ForCausalLM(self.model_config)
+        if config.model_name_or_path:  # weights from there, a fresh optimizer
+            model = load_pretrained(config.model_name_or_path, "--model_name_or_path", dropout=config.dropout)
+        else:
+            model = NanoGPT2ForCausalLM(self.model_config)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
         self.optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
@@ -170,7 +207,7 @@ class PretrainingLoop:
                                          self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
-        self.train_model = torch.compile(self.model) if config.compile else self.model
+        self.train_model = torch.compile(self.model) if compile_enabled(config, self.device.type) else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
 
@@ -185,7 +222,8 @@ class PretrainingLoop:
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
         acc, config = self.accelerator, self.config
-        lr = cosine_lr(self.step, config.learning_rate, config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        lr = learning_rate_at(self.step, config.lr_scheduler_type, config.learning_rate, config.warmup_steps,
+                              config.max_steps, config.min_lr_ratio, config.lr_decay_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
