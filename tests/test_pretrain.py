@@ -136,7 +136,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
 @pytest.mark.parametrize("args,message", [
     (["--total_batch_size", "300"], "not divisible"),
     (["--train_file", "/nonexistent/input.txt"], "does not exist"),
-    (["--preset", "gpt5"], "unknown"),
+    (["--preset", "gpt5"], "invalid choice"),
     (["--sequence_length", "512", "--total_batch_size", "2048"], "n_positions"),
     (["--resume_from_checkpoint", "/nonexistent"], "not a checkpoint"),
     (["--dataset_name", "HuggingFaceFW/fineweb-edu"], "--train_file"),  # offline (conftest sets HF_HUB_OFFLINE)
