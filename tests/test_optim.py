@@ -43,3 +43,20 @@ def test_optimizer_hyperparameters():
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-8
     assert not optimizer.defaults["fused"]  # fused only on CUDA
+
+
+def test_lr_scheduler_types():
+    from nanogpt2.optim import learning_rate_at
+
+    def lr(schedule, step):
+        return learning_rate_at(step, schedule, 1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_ratio=0.2)
+
+    for schedule in ("cosine", "linear", "constant", "warmup_stable_decay"):
+        assert math.isclose(lr(schedule, 0), 0.1) and math.isclose(lr(schedule, 9), 1.0)  # the same warmup
+    assert lr("cosine", 60) == cosine_lr(60, 1.0, 10, 110, 0.1)
+    assert math.isclose(lr("linear", 60), 0.55) and math.isclose(lr("linear", 110), 0.1)
+    assert lr("constant", 60) == lr("constant", 500) == 1.0
+    # warmup_stable_decay: flat until the last 20% (22 of 110 steps), then a cosine down to the floor
+    assert lr("warmup_stable_decay", 10) == lr("warmup_stable_decay", 88) == 1.0
+    assert math.isclose(lr("warmup_stable_decay", 99), 0.55) and math.isclose(lr("warmup_stable_decay", 110), 0.1)
+    assert 0.1 < lr("warmup_stable_decay", 109) < lr("warmup_stable_decay", 89) < 1.0
