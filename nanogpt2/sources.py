@@ -172,7 +172,7 @@ def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train",
                         + OFFLINE_HINT) from None
 
 
-def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str]) -> Path:
+def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str], kind: str = "checkpoint") -> Path:
     """A local directory as is; otherwise a Hub model repository's files matching `allow_patterns`,
     downloaded once (a cached copy serves offline). Offline with no copy: one line naming `flag`."""
     path = Path(name_or_path).expanduser()
@@ -187,7 +187,7 @@ def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str]) ->
     except Exception as error:  # offline, no such repository, gated...
         if hub_offline():
             raise DataError(f"{flag} {name_or_path} is not a local directory, and the Hugging Face Hub is offline "
-                            "(HF_HUB_OFFLINE=1) with no cached copy; pass a local directory") from None
+                            f"(HF_HUB_OFFLINE=1) with no cached copy; pass a local {kind} directory") from None
         detail = " ".join(str(error).split())[:300]
         raise DataError(f"{flag} {name_or_path}: could not download it from the Hugging Face Hub "
-                        f"({type(error).__name__}: {detail}); pass a local directory") from None
+                        f"({type(error).__name__}: {detail}); pass a local {kind} directory") from None

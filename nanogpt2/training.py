@@ -74,7 +74,8 @@ def run_tokenizer(config: RunConfig):
     name = config.tokenizer_name
     if name is None or name == GPT2_NAME or Path(name).expanduser().exists():
         return load_tokenizer(name)
-    return load_tokenizer(local_or_hub_dir(name, "--tokenizer_name", ["tokenizer.json", "tokenizer_config.json"]))
+    return load_tokenizer(local_or_hub_dir(name, "--tokenizer_name", ["tokenizer.json", "tokenizer_config.json"],
+                                           kind="tokenizer"))
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
