@@ -232,7 +232,7 @@ def _check_type(name: str, value, where: str):
     kind = TYPES[name]
     optional = type(None) in typing.get_args(kind)
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
-    if value is None and optional:
+    if value is None and optional and FIELDS[name].default is None:  # null means "not set", as omitting it
         return None
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
@@ -317,6 +317,10 @@ def resolve_config(argv=None) -> RunConfig:
         if "max_steps" in values:
             raise ValueError(f"{chosen['max_steps'][1]} and {chosen['num_train_epochs'][1]} both set the length of "
                              "training; pass one")
+        streamed = [chosen[name][1] for name in ("streaming", "dataset_name") if values.get(name)]
+        if streamed:
+            raise ValueError(f"{chosen['num_train_epochs'][1]} needs data of known size, not {' / '.join(streamed)}; "
+                             "pass --max_steps")
         defaults["max_steps"] = None  # derived from the training tokens
     if "n_positions" in values and "block_size" not in values:
         defaults["block_size"] = values["n_positions"]

@@ -175,9 +175,6 @@ class PretrainingLoop:
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
         if config.max_steps is None:  # --num_train_epochs
-            if not hasattr(self.train_loader, "total_tokens"):
-                raise ValueError("--num_train_epochs needs data of known size; with --streaming or --dataset_name "
-                                 "pass --max_steps")
             config.max_steps = steps_for_epochs(config.num_train_epochs, self.train_loader.total_tokens,
                                                 config.total_batch_size)
         self._build_model_and_optimizer()

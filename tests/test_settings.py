@@ -75,6 +75,7 @@ def test_layers_flags_over_file_over_preset_over_recipe(tmp_path):
     ("max_steps: 10.5\n", "run.yaml: max_steps must be an integer"),  # a float where an int belongs
     ("max_steps: 10.0\n", "run.yaml: max_steps must be an integer"),
     ("max_steps: true\n", "run.yaml: max_steps must be an integer"),
+    ("max_steps: null\n", "run.yaml: max_steps must be an integer"),  # derived only from --num_train_epochs
     ("lr_scheduler_type: cosine_with_restarts\n", "run.yaml: lr_scheduler_type 'cosine_with_restarts' is not a choice"),
     ("preset: gpt5\n", "run.yaml: preset 'gpt5' is not a choice"),
     ("hub_strategy: all_checkpoints\n", "run.yaml: hub_strategy"),
@@ -106,6 +107,7 @@ def test_config_file_values_get_the_checks_of_flags(tmp_path, text, named):
     (["--compile", "maybe"], "--compile"),
     (["--streaming", "perhaps"], "--streaming"),
     (["--num_train_epochs", "1", "--max_steps", "5"], "--max_steps and --num_train_epochs"),
+    (["--num_train_epochs", "1", "--streaming"], "--num_train_epochs needs data of known size, not --streaming"),
     (["--bf16", "--fp16"], "--bf16 and --fp16"),
     (["--bf16", "--mixed_precision", "no"], "--bf16 contradicts --mixed_precision"),
     (["--model_name_or_path", "ckpt", "--n_layer", "2"], "--n_layer: the model's shape comes from --model_name_or_path"),
@@ -244,6 +246,26 @@ def test_model_name_or_path_starts_from_the_pretrained_weights(tmp_path, hf_gpt2
                   for x, y in batches]
     assert first_loss == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
     assert first_loss == pytest.approx(10.8249, abs=0.01)  # ln(50257) = 10.825: the fixture's random weights
+
+
+def test_num_train_epochs_and_config_name_in_the_loop(tmp_path, hf_gpt2_fixture_dir, tinyshakespeare_file):
+    from safetensors.torch import load_file
+
+    from nanogpt2.training import PretrainingLoop
+
+    text = tmp_path / "text.txt"
+    text.write_text(tinyshakespeare_file.read_text()[:20_000])
+    config = resolve_config([str(a) for a in [
+        "--preset", "tiny", "--config_name", hf_gpt2_fixture_dir, "--train_file", text, "--num_train_epochs", "2",
+        "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128", "--eval_tokens", "64",
+        "--report_to", "none", "--output_dir", tmp_path / "run"]])
+    loop = PretrainingLoop(config)
+    assert config.max_steps == steps_for_epochs(2, loop.train_loader.total_tokens, 128) > 1
+    # the fixture's architecture (1 layer, width 2), its weights not loaded
+    assert (loop.raw_model.config.n_layer, loop.raw_model.config.n_embd, loop.raw_model.config.vocab_size) == (1, 2, 50304)
+    pretrained = load_file(hf_gpt2_fixture_dir / "model.safetensors")
+    wpe = next(v for k, v in pretrained.items() if k.endswith("wpe.weight"))
+    assert not torch.equal(loop.raw_model.transformer.wpe.weight.detach(), wpe)
 
 
 @pytest.mark.slow
