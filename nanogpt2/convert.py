@@ -181,15 +181,15 @@ def pretrained_config(name_or_path: str, flag: str = "checkpoint", **overrides) 
 
 def load_pretrained(name_or_path: str, flag: str = "checkpoint", **overrides) -> NanoGPT2ForCausalLM:
     """A nanogpt2 model holding the weights of a nanogpt2 checkpoint, or of an HF GPT-2 one (converted,
-    vocabulary padded to a multiple of 64); a local directory or a Hub id. `overrides` (e.g. dropout)
-    change the config, never the shape."""
+    vocabulary padded to a multiple of 64); a local directory or a Hub id; fp32. `overrides` (e.g.
+    dropout) change the config, never the shape."""
     source = resolve_checkpoint_dir(name_or_path, flag)
     config = _read_config(source)
     if config.get("model_type") != "nanogpt2":
-        return gpt2_to_nanogpt2(source, 64, **overrides)
+        return gpt2_to_nanogpt2(source, 64, **overrides).float()  # fp32 master weights, whatever was stored
     if not any(source.glob("*.safetensors")):  # only safetensors: a pickle-only directory is refused
         load_safetensors_state(source)  # raises, naming what is there
-    return NanoGPT2ForCausalLM.from_pretrained(source, **overrides)
+    return NanoGPT2ForCausalLM.from_pretrained(source, dtype=torch.float32, **overrides)
 
 
 def convert_to_gpt2(src: str, dst: str):
