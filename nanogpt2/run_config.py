@@ -184,7 +184,8 @@ class SettingsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _format_action_invocation(self, action):
         if not action.option_strings:
             return super()._format_action_invocation(action)
-        names = [name for name in action.option_strings if "-" not in name[2:]] or action.option_strings
+        spelled = {name[2:] for name in action.option_strings}
+        names = [name for name in action.option_strings if "-" not in name[2:] or name[2:].replace("-", "_") not in spelled]
         if action.nargs == 0:
             return ", ".join(names)
         return f"{', '.join(names)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
@@ -197,27 +198,36 @@ class SettingsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# --help lists the settings in these groups, each starting at the named field
+SECTIONS = {"preset": "model", "data_dir": "data", "per_device_train_batch_size": "batch",
+            "learning_rate": "optimizer and learning-rate schedule", "mixed_precision": "precision and speed",
+            "output_dir": "evaluation, logging and checkpoints", "push_to_hub": "publishing to the Hub"}
+
+
 class SettingsParser(HfArgumentParser):
-    """HfArgumentParser whose errors raise ValueError (run_pretrain.py prints them as one line) and
-    whose fields may carry bound checks in their metadata."""
+    """HfArgumentParser whose errors raise ValueError (run_pretrain.py prints them as one line), whose
+    fields may carry bound checks in their metadata, and whose --help groups the settings."""
 
     def __init__(self):
+        self.sections = {}
         super().__init__(RunConfig, prog="run_pretrain.py", description=(
             "Pretrain GPT-2 from scratch (or from --model_name_or_path) with build-nanogpt's recipe, on one process "
             "or under `accelerate launch` (DDP, FSDP, several nodes). Settings: flags > --config_file > preset "
-            "defaults; names follow transformers' run_clm.py / TrainingArguments."),
+            "defaults > the 124M recipe; names follow transformers' run_clm.py / TrainingArguments."),
             epilog="--preset tiny changes these defaults: " + ", ".join(
                 f"{key}={value}" for key, value in PRESET_TRAINING_DEFAULTS["tiny"].items()),
             formatter_class=SettingsHelpFormatter)
         self.add_argument("--config_file", help="YAML/JSON file with any of these settings (same names)")
-        self.add_argument("--no_torch_compile", "--no-compile", dest="torch_compile", action="store_const",
-                          const="false", help="same as --torch_compile false")
+        self.sections["precision and speed"].add_argument(
+            "--no_torch_compile", "--no-compile", dest="torch_compile", action="store_const", const="false",
+            help="same as --torch_compile false")
 
-    @staticmethod
-    def _parse_dataclass_field(parser, field):
+    def _parse_dataclass_field(self, parser, field):
+        if field.name in SECTIONS:
+            self.sections[SECTIONS[field.name]] = self.add_argument_group(SECTIONS[field.name])
         field = copy.copy(field)
         field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items() if k not in CHECKS})
-        HfArgumentParser._parse_dataclass_field(parser, field)
+        HfArgumentParser._parse_dataclass_field(list(self.sections.values())[-1], field)
 
     def error(self, message):
         raise ValueError(message)

@@ -31,7 +31,11 @@ def test_help_shows_each_setting_once_with_its_aliases():
     assert "--per_device_train_batch_size, --micro_batch_size PER_DEVICE_TRAIN_BATCH_SIZE" in text
     assert "--block_size, --sequence_length BLOCK_SIZE" in text
     assert "--torch_compile, --compile [{auto,true,false}]" in text
-    assert "--max-steps" not in text and "(default: None)" not in text
+    assert "--no_torch_compile, --no-compile" in text and "--no_tf32 " in text
+    assert "--max-steps" not in text and "--no-tf32" not in text and "(default: None)" not in text
+    sections = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert sections == ["options:", "model:", "data:", "batch:", "optimizer and learning-rate schedule:",
+                        "precision and speed:", "evaluation, logging and checkpoints:", "publishing to the Hub:"]
     assert resolve_config(["--max-steps", "5"]).max_steps == 5
 
 
