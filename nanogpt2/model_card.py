@@ -16,7 +16,7 @@ from .plot import GPT2_124M_HELLASWAG, GPT2_124M_VAL_LOSS, plot_run, read_metric
 
 PLOT_FILE = "training_curves.png"
 # run settings that say nothing about the model (or are local paths / Hub plumbing)
-UNSHOWN_SETTINGS = ("output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_private",
+UNSHOWN_SETTINGS = ("output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "hub_private_repo",
                     "hub_strategy")
 
 

@@ -139,7 +139,7 @@ class RunConfig:
     push_to_hub: bool = setting(False, "push the final checkpoint to the Hugging Face Hub (access is checked "
                                 "before training)")
     hub_model_id: str | None = setting(None, "USER/NAME on the Hub")
-    hub_private: bool = setting(False, "create the Hub repository private")
+    hub_private_repo: bool = setting(False, "create the Hub repository private", aliases=["--hub_private"])
     hub_strategy: Literal["end", "every_save", "checkpoint"] = setting(
         "end", "as in transformers: end: push the final model; every_save: push the model at every save; "
         "checkpoint: every_save, plus the whole latest checkpoint in last-checkpoint/ (for resuming)")
@@ -160,6 +160,10 @@ class RunConfig:
     @property
     def tokenizer(self) -> str | None:
         return self.tokenizer_name
+
+    @property
+    def hub_private(self) -> bool:
+        return self.hub_private_repo
 
 
 # Training defaults of the tiny preset: a 2-core CPU trains it on Tiny Shakespeare in a few minutes. 2048 tokens

@@ -43,6 +43,7 @@ def test_help_shows_each_setting_once_with_its_aliases():
     ("--micro_batch_size", "--per_device_train_batch_size", "8"),
     ("--sequence_length", "--block_size", "512"),
     ("--tokenizer", "--tokenizer_name", "gpt2"),
+    ("--hub_private", "--hub_private_repo", "true"),
 ])
 def test_old_names_are_aliases(old, new, value):
     field = new.lstrip("-")
