@@ -325,9 +325,9 @@ def resolve_config(argv=None) -> RunConfig:
     values = {name: value for name, (value, _) in chosen.items()}
     preset = values.get("preset", RunConfig.preset)
     defaults = dict(PRESET_TRAINING_DEFAULTS.get(preset, {}))
-    if "gradient_accumulation_steps" in values and "total_batch_size" not in values:
+    if values.get("gradient_accumulation_steps") is not None and "total_batch_size" not in values:
         defaults["total_batch_size"] = None  # derived from the accumulation once the process count is known
-    if "num_train_epochs" in values:
+    if values.get("num_train_epochs") is not None:
         if "max_steps" in values:
             raise ValueError(f"{chosen['max_steps'][1]} and {chosen['num_train_epochs'][1]} both set the length of "
                              "training; pass one")
@@ -336,7 +336,7 @@ def resolve_config(argv=None) -> RunConfig:
             raise ValueError(f"{chosen['num_train_epochs'][1]} needs data of known size, not {' / '.join(streamed)}; "
                              "pass --max_steps")
         defaults["max_steps"] = None  # derived from the training tokens
-    if "n_positions" in values and "block_size" not in values:
+    if values.get("n_positions") is not None and "block_size" not in values:
         defaults["block_size"] = values["n_positions"]
     config = RunConfig(**{**defaults, **values})
     where = {name: w for name, (_, w) in chosen.items()}

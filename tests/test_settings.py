@@ -64,11 +64,12 @@ def test_compile_is_tri_state(args, value):
 
 def test_layers_flags_over_file_over_preset_over_recipe(tmp_path):
     config_file = tmp_path / "run.yaml"
-    config_file.write_text("preset: tiny\nlearning_rate: 0.01\nmax_steps: 7\nmicro_batch_size: 8\ncompile: false\n")
+    config_file.write_text("preset: tiny\nlearning_rate: 0.01\nmax_steps: 7\nmicro_batch_size: 8\ncompile: false\n"
+                           "hellaswag_limit: null\ngradient_accumulation_steps: null\n")
     config = resolve_config(["--config_file", str(config_file), "--max_steps", "9"])
     assert (config.max_steps, config.learning_rate, config.per_device_train_batch_size) == (9, 0.01, 8)  # flag, file
     assert (config.block_size, config.warmup_steps, config.adam_beta2) == (128, 20, 0.95)  # preset, recipe
-    assert config.torch_compile == "false"
+    assert config.torch_compile == "false" and config.hellaswag_limit is None  # null unsets the preset's 200
     json_file = tmp_path / "run.json"
     json_file.write_text('{"preset": "tiny", "lr_scheduler_type": "warmup_stable_decay", "bf16": true}')
     config = resolve_config(["--config_file", str(json_file)])
