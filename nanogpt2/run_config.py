@@ -189,7 +189,8 @@ class SettingsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if not action.option_strings:
             return super()._format_action_invocation(action)
         spelled = {name[2:] for name in action.option_strings}
-        names = [name for name in action.option_strings if "-" not in name[2:] or name[2:].replace("-", "_") not in spelled]
+        names = [name for name in action.option_strings
+                 if "-" not in name[2:] or name[2:].replace("-", "_") not in spelled]
         if action.nargs == 0:
             return ", ".join(names)
         return f"{', '.join(names)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"

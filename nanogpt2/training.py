@@ -143,8 +143,8 @@ def build_accelerator(config: RunConfig):
     if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
         raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
                             f"(pip install {config.report_to}) or pass --report_to none")
-    accelerator.print(f"nanogpt2: {accelerator.num_processes} process(es) on {accelerator.device.type}, mixed precision "
-                      f"{precision} ({origin})")
+    accelerator.print(f"nanogpt2: {accelerator.num_processes} process(es) on {accelerator.device.type}, "
+                      f"mixed precision {precision} ({origin})")
     return accelerator
 
 

@@ -116,7 +116,8 @@ def test_config_file_values_get_the_checks_of_flags(tmp_path, text, named):
     (["--num_train_epochs", "1", "--streaming"], "--num_train_epochs needs data of known size, not --streaming"),
     (["--bf16", "--fp16"], "--bf16 and --fp16"),
     (["--bf16", "--mixed_precision", "no"], "--bf16 contradicts --mixed_precision"),
-    (["--model_name_or_path", "ckpt", "--n_layer", "2"], "--n_layer: the model's shape comes from --model_name_or_path"),
+    (["--model_name_or_path", "ckpt", "--n_layer", "2"],
+     "--n_layer: the model's shape comes from --model_name_or_path"),
     (["--gradient_accumulation_steps", "3", "--total_batch_size", "524288"], "--gradient_accumulation_steps 3"),
     (["--data_dir", "a", "--train_file", "b"], "--data_dir and --train_file"),
 ])
@@ -171,7 +172,8 @@ def test_batch_arithmetic(monkeypatch, args, world, expected):
 
 def test_an_explicit_micro_batch_is_never_changed(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="--total_batch_size 2048 is not divisible by --per_device_train_batch_size 16"):
+    with pytest.raises(ValueError, match="--total_batch_size 2048 is not divisible by "
+                                         "--per_device_train_batch_size 16"):
         resolve_config(["--preset", "tiny", "--per_device_train_batch_size", "16"])
 
 
@@ -218,7 +220,8 @@ def test_hub_ids_offline_are_one_clear_line(tmp_path, capsys, monkeypatch, flag)
 def _first_step(tmp_path, name, model_dir, text_file):
     from nanogpt2.training import PretrainingLoop
 
-    config = resolve_config([str(a) for a in ["--preset", "tiny", "--model_name_or_path", model_dir, "--train_file", text_file,
+    config = resolve_config([str(a) for a in [
+                             "--preset", "tiny", "--model_name_or_path", model_dir, "--train_file", text_file,
                              "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128",
                              "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--output_dir",
                              tmp_path / name]])
@@ -268,7 +271,8 @@ def test_num_train_epochs_and_config_name_in_the_loop(tmp_path, hf_gpt2_fixture_
     loop = PretrainingLoop(config)
     assert config.max_steps == steps_for_epochs(2, loop.train_loader.total_tokens, 128) > 1
     # the fixture's architecture (1 layer, width 2), its weights not loaded
-    assert (loop.raw_model.config.n_layer, loop.raw_model.config.n_embd, loop.raw_model.config.vocab_size) == (1, 2, 50304)
+    model = loop.raw_model.config
+    assert (model.n_layer, model.n_embd, model.vocab_size) == (1, 2, 50304)
     pretrained = load_file(hf_gpt2_fixture_dir / "model.safetensors")
     wpe = next(v for k, v in pretrained.items() if k.endswith("wpe.weight"))
     assert not torch.equal(loop.raw_model.transformer.wpe.weight.detach(), wpe)
