@@ -17,7 +17,13 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -146,6 +152,22 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Every save carries the two code files and an `auto_map` naming every head, so any Auto class
+        loads it with `trust_remote_code=True` where nanogpt2 is not installed."""
+        self.config.auto_map = {"AutoConfig": f"configuration_nanogpt2.{type(self.config).__name__}"} | {
+            auto_class: f"modeling_nanogpt2.{model_class.__name__}" for auto_class, model_class in AUTO_CLASSES.items()
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """As transformers', and `tokenizer_vocab_size` follows: `new_num_tokens` real tokens (rows that
+        `pad_to_multiple_of` adds stay padding whose logits are -inf)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        real = new_num_tokens if new_num_tokens is not None else self.config.tokenizer_vocab_size
+        self.config.tokenizer_vocab_size = min(real, self.config.vocab_size)
+        return embeddings
+
 
 def position_ids_from_attention_mask(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Positions that skip padding, so a left-padded row sees the same positions as the unpadded one."""
@@ -236,6 +258,17 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Refuse, before generating anything, a request longer than the context of learned positions."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        if generation_config.max_length > self.config.n_positions:
+            raise ValueError(
+                f"prompt ({input_ids_length} tokens) + max_new_tokens ({generation_config.max_length - input_ids_length}) "
+                f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
+                "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
+                "with handle_long_generation='hole'"
+            )
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -283,4 +316,96 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["NanoGPT2ForCausalLM", "NanoGPT2Model", "NanoGPT2PreTrainedModel"]
+# -- the other GPT-2 heads (same parameter names and conventions as transformers' GPT2For*) -----------
+
+
+class NanoGPT2ForSequenceClassification(NanoGPT2PreTrainedModel):
+    """A linear `score` (no bias) on the last non-padding token of each row, as GPT-2's."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = NanoGPT2Model(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                **kwargs) -> SequenceClassifierOutputWithPast:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        logits = self.score(outputs.last_hidden_state)
+        batch_size = logits.shape[0]
+        pad_token_id = self.config.pad_token_id
+        if pad_token_id is None and batch_size != 1:
+            raise ValueError("a batch of more than one row needs config.pad_token_id to find each row's last token")
+        if pad_token_id is None or input_ids is None:
+            last_token = torch.full((batch_size,), -1, device=logits.device)
+        else:  # the rightmost non-pad token: works for left and right padding
+            non_pad = (input_ids != pad_token_id).to(logits.device, torch.int32)
+            last_token = (torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32) * non_pad).argmax(-1)
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last_token]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=pooled_logits, config=self.config)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions)
+
+
+class NanoGPT2ForTokenClassification(NanoGPT2PreTrainedModel):
+    """Dropout then a linear `classifier` on every position, as GPT-2's (dropout: config.classifier_dropout,
+    else 0.1)."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = NanoGPT2Model(config)
+        classifier_dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(0.1 if classifier_dropout is None else classifier_dropout)
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                **kwargs) -> TokenClassifierOutput:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = self.loss_function(logits, labels, self.config) if labels is not None else None
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)
+
+
+class NanoGPT2ForQuestionAnswering(NanoGPT2PreTrainedModel):
+    """Extractive QA: a linear `qa_outputs` gives each position a span-start and a span-end logit."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.transformer = NanoGPT2Model(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+                start_positions=None, end_positions=None, **kwargs) -> QuestionAnsweringModelOutput:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+AUTO_CLASSES = {
+    "AutoModel": NanoGPT2Model,
+    "AutoModelForCausalLM": NanoGPT2ForCausalLM,
+    "AutoModelForSequenceClassification": NanoGPT2ForSequenceClassification,
+    "AutoModelForTokenClassification": NanoGPT2ForTokenClassification,
+    "AutoModelForQuestionAnswering": NanoGPT2ForQuestionAnswering,
+}
+# Class-level state, set at import so that every save in this process copies the code files.
+NanoGPT2Config.register_for_auto_class()
+for _auto_class, _model_class in AUTO_CLASSES.items():
+    _model_class.register_for_auto_class(_auto_class)
+
+__all__ = ["NanoGPT2ForCausalLM", "NanoGPT2Model", "NanoGPT2PreTrainedModel", "NanoGPT2ForSequenceClassification",
+           "NanoGPT2ForTokenClassification", "NanoGPT2ForQuestionAnswering", "AUTO_CLASSES"]

@@ -24,7 +24,7 @@ import torch
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
-from .checkpoint import _fsync_tree, write_model_files
+from .checkpoint import _fsync_tree, quiet_saves, write_model_files
 from .configuration_nanogpt2 import NanoGPT2Config
 from .data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
                    open_token_shards, tokenize_documents, tokenize_files)
@@ -351,7 +351,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp / "training_state"))
+        with quiet_saves():
+            acc.save_state(str(tmp / "training_state"))
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes}
         (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
             json.dumps(self.train_loader.state_dict()))
