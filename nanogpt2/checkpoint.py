@@ -74,7 +74,7 @@ class _DropTiedWeightNotice(logging.Filter):
     pattern = re.compile(r"Removed shared tensor (\{.*?\}) while saving")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        match = self.pattern.match(record.getMessage())
+        match = self.pattern.search(record.getMessage())  # after Accelerate's "[RANK n] " prefix
         if match is None:
             return True
         try:
