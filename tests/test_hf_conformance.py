@@ -339,3 +339,23 @@ def test_training_saves_are_quiet_but_other_warnings_remain(tmp_path, capfd):
     finally:
         logging.getLogger("accelerate").removeHandler(handler)
         accelerator.free_memory()
+
+
+# -- the README's "Using the model" examples, as written ------------------------------------------------
+@pytest.mark.slow
+def test_readme_using_the_model_examples_run(checkpoint, tmp_path):
+    """Each example in a fresh process, with the README's checkpoint path pointing at a tiny checkpoint; an
+    example that does not import nanogpt2 runs where it cannot be imported (installed but not imported, it
+    takes the same remote-code path)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Using the model"):readme.index("### Configuration")]
+    examples = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(examples) == 4
+    (tmp_path / "runs" / "tiny-shakespeare").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny-shakespeare" / "checkpoint-200").symlink_to(checkpoint)
+    for example in examples:
+        run_python(example if "import nanogpt2" in example or "from nanogpt2" in example
+                   else BLOCK_NANOGPT2 + example, cwd=tmp_path)
