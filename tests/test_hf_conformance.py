@@ -156,6 +156,15 @@ def test_heads_equal_hf_gpt2_on_converted_weights(ours, theirs, auto, field, tmp
         with torch.no_grad():
             torch.testing.assert_close(model(input_ids=ids).end_logits, reference(input_ids=ids).end_logits,
                                        rtol=0, atol=1e-5)
+    targets = {GPT2ForSequenceClassification: dict(labels=torch.tensor([0, 2])),
+               GPT2ForTokenClassification: dict(labels=torch.tensor([[0, 1, 2, 1, 0, 2], [2, 1, 0, 1, -100, -100]])),
+               GPT2ForQuestionAnswering: dict(start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 3]))}
+    if theirs in targets:  # the same loss as GPT-2's (QA's softmax spans all positions: no padding there)
+        loss_mask = torch.ones_like(ids) if theirs is GPT2ForQuestionAnswering else mask
+        with torch.no_grad():
+            expected_loss, loss = (m(input_ids=ids, attention_mask=loss_mask, **targets[theirs]).loss
+                                   for m in (reference, model))
+        assert loss.item() == pytest.approx(expected_loss.item(), abs=1e-5)
 
     model.save_pretrained(tmp_path / "m")
     assert type(auto.from_pretrained(tmp_path / "m")) is ours
