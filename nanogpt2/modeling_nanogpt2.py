@@ -262,8 +262,9 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         """Refuse, before generating anything, a request longer than the context of learned positions."""
         super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
         if generation_config.max_length > self.config.n_positions:
+            new_tokens = generation_config.max_length - input_ids_length
             raise ValueError(
-                f"prompt ({input_ids_length} tokens) + max_new_tokens ({generation_config.max_length - input_ids_length}) "
+                f"prompt ({input_ids_length} tokens) + max_new_tokens ({new_tokens}) "
                 f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
                 "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
                 "with handle_long_generation='hole'"
@@ -342,7 +343,8 @@ class NanoGPT2ForSequenceClassification(NanoGPT2PreTrainedModel):
             last_token = torch.full((batch_size,), -1, device=logits.device)
         else:  # the rightmost non-pad token: works for left and right padding
             non_pad = (input_ids != pad_token_id).to(logits.device, torch.int32)
-            last_token = (torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32) * non_pad).argmax(-1)
+            positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
+            last_token = (positions * non_pad).argmax(-1)
         pooled_logits = logits[torch.arange(batch_size, device=logits.device), last_token]
         loss = None
         if labels is not None:
@@ -387,7 +389,7 @@ class NanoGPT2ForQuestionAnswering(NanoGPT2PreTrainedModel):
                 start_positions=None, end_positions=None, **kwargs) -> QuestionAnsweringModelOutput:
         outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
-        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1))
+        start_logits, end_logits = (t.contiguous() for t in self.qa_outputs(outputs.last_hidden_state).unbind(-1))
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
