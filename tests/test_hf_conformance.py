@@ -224,6 +224,7 @@ def test_resize_keeps_tokenizer_vocab_size(new_tokens, multiple, rows, real):
     assert torch.isfinite(logits[..., :real]).all() and torch.isinf(logits[..., real:]).all()
 
 
+@pytest.mark.slow
 def test_an_added_token_learns_and_is_generated(checkpoint):
     tokenizer = GPT2TokenizerFast.from_pretrained(checkpoint)
     tokenizer.add_tokens(["<|sep|>"])
@@ -280,6 +281,7 @@ def test_tokenizer_files_load_without_nanogpt2_prompt_or_warning(checkpoint):
     assert result.stderr.strip() == "", result.stderr  # no prompt, no warning
 
 
+@pytest.mark.slow
 def test_auto_tokenizer_without_arguments_where_nanogpt2_is_installed(checkpoint):
     code = textwrap.dedent(f"""
         import nanogpt2
