@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import _fsync_tree, write_model_files
 from .configuration_nanogpt2 import NanoGPT2Config
-from .data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
+from .data import (BatchPrefetcher, DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
                    open_token_shards, tokenize_documents, tokenize_files)
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, cosine_lr
-from .run_config import RunConfig
+from .run_config import RunConfig, compile_enabled
 from .tokenizer import load_tokenizer
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -215,6 +215,9 @@ class Trainer:
             self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
                                             acc.process_index, acc.num_processes, config.seed,
                                             eot_token_id=self.tokenizer.eot_token_id)
+        # The next micro-batches are read (and pinned, on CUDA) in a background thread; the data position
+        # saved in checkpoints counts consumed batches only.
+        self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         val_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
         self.val_loader = ValidationLoader(val_arrays, config.micro_batch_size, config.sequence_length, val_batches,
                                            acc.process_index, acc.num_processes)
@@ -227,7 +230,8 @@ class Trainer:
                                          self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
-        self.train_model = torch.compile(self.model) if config.compile else self.model
+        self.compiled = compile_enabled(config, self.device.type)
+        self.train_model = torch.compile(self.model) if self.compiled else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
         self.hellaswag_examples = None
@@ -415,7 +419,8 @@ class Trainer:
             n_params = sum(p.numel() for p in self.raw_model.parameters())
             bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
                       f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
-                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps")
+                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
+                      f"{', compiled' if self.compiled else ''}")
         last_checkpoint = None
         while self.step < config.max_steps:
             start = time.perf_counter()
@@ -445,6 +450,7 @@ class Trainer:
             if self.step % config.save_steps == 0 or done:
                 last_checkpoint = self.save_checkpoint()
         bar.close()
+        self.train_loader.close()
         if last_checkpoint is None:  # resumed at the end already
             last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
         if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
