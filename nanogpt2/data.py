@@ -345,7 +345,7 @@ class BatchPrefetcher:
 
     def __init__(self, loader, depth: int = 2, pin_memory: bool = False):
         self.loader, self.depth, self.pin_memory = loader, max(1, depth), pin_memory
-        self._thread = None
+        self._thread, self._rewind = None, False
         self._state = loader.state_dict()
 
     def __getattr__(self, name):  # batch_size, seq_len, ... of the wrapped loader
@@ -377,6 +377,9 @@ class BatchPrefetcher:
     def _start(self) -> None:
         import threading
 
+        if self._rewind:  # a failed thread may have read past the consumed position
+            self.loader.load_state_dict(self._state)
+            self._rewind = False
         self._queue, self._stop = Queue(maxsize=self.depth), threading.Event()
         self._thread = threading.Thread(target=self._produce, args=(self._queue, self._stop), daemon=True,
                                         name="nanogpt2-batch-prefetch")
@@ -388,7 +391,7 @@ class BatchPrefetcher:
         item = self._queue.get()
         if isinstance(item, BaseException):  # the thread has ended; the next call starts a new one
             self._thread.join()
-            self._thread = None
+            self._thread, self._rewind = None, True
             raise item
         x, y, self._state = item
         return x, y

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
 from .checkpoint import _fsync_tree, write_model_files
@@ -230,8 +230,10 @@ class Trainer:
                                          self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
-        self.compiled = compile_enabled(config, self.device.type)
-        self.train_model = torch.compile(self.model) if self.compiled else self.model
+        # --compile auto: on CUDA only. A model Accelerate compiled already (dynamo_config) is not wrapped twice.
+        accelerate_compiled = is_compiled_module(self.model)
+        self.compiled = accelerate_compiled or compile_enabled(config, self.device.type)
+        self.train_model = torch.compile(self.model) if self.compiled and not accelerate_compiled else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
         self.hellaswag_examples = None
