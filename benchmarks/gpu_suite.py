@@ -14,7 +14,10 @@ Phases, in this order:
 Each throughput measurement runs in its own process (an out-of-memory batch size costs one row, and
 torch.compile never turns a second batch size into a dynamic-shape graph). OUT_DIR/results.json is
 rewritten after every measurement, so a command cut off at its time limit still leaves data; rows of
-the phases run again replace the old ones, the others are kept, so two commands fill one file.
+the phases (and batch sizes) run again replace the old ones, the others are kept, so several commands
+fill one file. GPU_SUITE_BATCHES=16,32 limits the step and loop phases to those batch sizes;
+GPU_SUITE_BUDGET (seconds, default 540) skips a measurement that would end after it (judged by the
+phase's previous one); GPU_SUITE_MIRROR=DIR also writes the two files there after every measurement.
 Without CUDA the same phases run on the tiny preset, eager, with small sizes, and write the same keys.
 """
 
@@ -40,7 +43,7 @@ BUILD_NANOGPT = REPO / "third_party" / "build-nanogpt" / "train_gpt2.py"
 
 # Sizes per mode. CPU mode keeps every phase to seconds (CI runs it).
 SETTINGS = {
-    "cuda": dict(preset="gpt2-124m", batches=[16, 32, 64], seq_len=1024, dtype="bfloat16",
+    "cuda": dict(preset="gpt2-124m", batches=[64, 32, 16],  # the most telling first, should the budget run out seq_len=1024, dtype="bfloat16",
                  step_contenders=["nanogpt2:eager", "nanogpt2:compiled", "hf-gpt2:compiled", "build-nanogpt:compiled"],
                  loop_contenders=["loop:compiled", "hf-gpt2:compiled"], timing=["--warmup_steps", "3", "--rounds",
                                                                                 "3", "--steps_per_round", "3"],
@@ -76,7 +79,7 @@ def environment() -> dict:
 class Results:
     """OUT_DIR/results.json (and results.md), rewritten after every measurement."""
 
-    def __init__(self, out_dir: Path, phases: list[str]):
+    def __init__(self, out_dir: Path, phases: list[str], batches: list[int]):
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "results.json"
@@ -86,17 +89,20 @@ class Results:
             **environment(),
             "phases_run": sorted(set(old.get("phases_run", [])) | rerun, key=PHASES.index),
             "tests": old.get("tests") if "tests" not in rerun else None,
-            "train_step": [r for r in old.get("train_step", []) if r["phase"] not in rerun],
+            "train_step": [r for r in old.get("train_step", []) if r["phase"] not in rerun or r["batch"] not in batches],
             "hellaswag": old.get("hellaswag", []) if "hellaswag" not in rerun else [],
             "char": old.get("char") if "char" not in rerun else None,
             "errors": [e for e in old.get("errors", []) if e["phase"] not in rerun],
         }
 
     def save(self) -> None:
-        tmp = self.out_dir / ".results.json.tmp"
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.out_dir / "results.json")
-        (self.out_dir / "results.md").write_text(markdown(self.data))
+        mirror = os.environ.get("GPU_SUITE_MIRROR")  # e.g. the device tool's $OUT: it always has the latest
+        for directory in [self.out_dir] + ([Path(mirror)] if mirror else []):
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / ".results.json.tmp"
+            tmp.write_text(json.dumps(self.data, indent=2))
+            os.replace(tmp, directory / "results.json")
+            (directory / "results.md").write_text(markdown(self.data))
 
     def error(self, phase: str, what: str, message: str) -> None:
         self.data["errors"].append({"phase": phase, "what": what, "message": message[-2000:]})
@@ -238,7 +244,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("phases", nargs="?", default=",".join(PHASES), help="comma-separated, of " + ",".join(PHASES))
-    parser.add_argument("--budget", type=float, default=540, help="seconds; no new measurement starts after them")
+    parser.add_argument("--budget", type=float, default=540,
+                        help="seconds; a measurement that would end later (judged by the phase's previous one) "
+                             "is skipped")
     args = parser.parse_args(argv)
     phases = [p for p in args.phases.split(",") if p]
     unknown = sorted(set(phases) - set(PHASES))
@@ -247,8 +255,10 @@ def main(argv=None) -> int:
         return 2
     start = time.monotonic()
     mode = "cuda" if torch.cuda.is_available() else "cpu"
-    settings = SETTINGS[mode]
-    results = Results(Path(args.out_dir), phases)
+    settings = dict(SETTINGS[mode])
+    if os.environ.get("GPU_SUITE_BATCHES"):  # e.g. GPU_SUITE_BATCHES=16: a batch size a budget cut off
+        settings["batches"] = [int(b) for b in os.environ["GPU_SUITE_BATCHES"].split(",")]
+    results = Results(Path(args.out_dir), phases, settings["batches"])
     results.save()
     print(f"gpu_suite: {results.data['device']} ({mode} mode), torch {results.data['torch']}, "
           f"transformers {results.data['transformers']}; phases {','.join(phases)}", flush=True)
@@ -263,14 +273,18 @@ def main(argv=None) -> int:
         else:
             runner = {"tests": run_tests, "hellaswag": run_hellaswag, "char": run_char}[phase]
             work.append((phase, phase, lambda r=runner: r(results, mode) if r is run_tests else r(results, settings)))
+    last_seconds = {}  # a phase's previous measurement: the estimate of its next one
     for phase, what, measure in work:
-        if time.monotonic() - start > args.budget:
-            results.error(phase, what, f"skipped: the {args.budget:.0f} s budget was spent")
+        elapsed = time.monotonic() - start
+        if elapsed + last_seconds.get(phase, 0) > args.budget:
+            results.error(phase, what, f"skipped: it would not end within the {args.budget:.0f} s budget "
+                          f"({elapsed:.0f} s spent); run it in another command")
             continue
         try:
             measure()
         except Exception as error:  # one failed measurement must not lose the others
             results.error(phase, what, f"{type(error).__name__}: {error}")
+        last_seconds[phase] = time.monotonic() - start - elapsed
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     print("\n".join(["", f"gpu_suite results ({results.out_dir / 'results.json'}):"]

@@ -49,6 +49,7 @@ class Contender:
     loss_fn: callable
     optimizer: torch.optim.Optimizer = None
     step: callable = None  # the loop contender's own optimizer step (no x, y: it reads its loader)
+    close: callable = None
     tokens_per_step: int | None = None
     step_times: list = field(default_factory=list)
     peak_memory: int | None = None
@@ -111,7 +112,7 @@ def make_loop_contender(args, device, compiled: bool, workdir: Path) -> Contende
         os.environ["ACCELERATE_USE_CPU"] = "1"  # the loop picks CUDA whenever it sees one
     trainer = Trainer(config)
     return Contender(f"loop {'compiled' if compiled else 'eager'}", trainer.raw_model, None,
-                     step=trainer.train_step, tokens_per_step=tokens_per_step)
+                     step=trainer.train_step, close=trainer.train_loader.close, tokens_per_step=tokens_per_step)
 
 
 def make_contenders(args, device, workdir: Path) -> list[Contender]:
@@ -183,7 +184,12 @@ def run(args) -> list[dict]:
         contenders = make_contenders(args, device, Path(workdir))
         with torch.device("meta"):
             counted = NanoGPT2ForCausalLM(NanoGPT2Config.from_preset(args.preset, n_positions=max(args.seq_len, 8)))
-        return time_contenders(args, contenders, device, dtype, model_flops_per_token(counted, args.seq_len))
+        try:
+            return time_contenders(args, contenders, device, dtype, model_flops_per_token(counted, args.seq_len))
+        finally:
+            for contender in contenders:
+                if contender.close:
+                    contender.close()  # the loop's batch-reading thread
 
 
 def time_contenders(args, contenders: list[Contender], device, dtype, flops_per_token: int) -> list[dict]:

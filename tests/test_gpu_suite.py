@@ -46,10 +46,18 @@ def test_cpu_mode_writes_every_phase_with_the_gpu_keys(tmp_path):
     assert "loop eager" in table and "5 skipped" in table
     # a second command with other phases keeps the first one's rows
     again = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(out), "char"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=300)
+                           env={**env, "GPU_SUITE_MIRROR": str(tmp_path / "mirror")}, capture_output=True, text=True,
+                           timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     merged = json.loads((out / "results.json").read_text())
     assert merged["train_step"] == data["train_step"] and merged["tests"] == data["tests"]
+    assert json.loads((tmp_path / "mirror" / "results.json").read_text()) == merged
+    # a spent budget skips the measurement, says so in the files, and the command fails
+    cut = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(out), "hellaswag"], cwd=tmp_path,
+                         env={**env, "GPU_SUITE_BUDGET": "0"}, capture_output=True, text=True, timeout=300)
+    assert cut.returncode == 1
+    errors = json.loads((out / "results.json").read_text())["errors"]
+    assert [e["phase"] for e in errors] == ["hellaswag"] and "budget" in errors[0]["message"]
 
 
 def test_unknown_phase_is_one_line_error(tmp_path):
