@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def compile_enabled(config: RunConfig, device_type: str) -> bool:
     """--compile auto compiles on CUDA only: on CPU compilation costs more time than a short run saves."""
-    return config.compile == "true" or (config.compile == "auto" and device_type == "cuda")
+    value = str(config.compile).lower()  # RunConfig(compile=True) made in code counts too
+    return value == "true" or (value == "auto" and device_type == "cuda")
 
 
 def load_config_file(path: str) -> dict:

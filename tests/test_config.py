@@ -67,6 +67,8 @@ def test_compile_defaults_to_auto_on_for_cuda_only(argv, value, on_cuda, on_cpu)
     config = resolve_config(["--preset", "tiny", *argv])
     assert config.compile == value
     assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
+    config.compile = {"true": True, "false": False}.get(value, value)  # a RunConfig made in code
+    assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
 
 
 def test_compile_from_a_config_file(tmp_path):
