@@ -158,6 +158,44 @@ def resolve_resume(config: RunConfig) -> Path | None:
     return path
 
 
+def build_accelerator(config: RunConfig, trackers: list[str]):
+    """The Accelerator of a run: mixed precision, trackers, DDP settings, and FSDP also on CPU."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+    precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
+    # Gradients as views into DDP's all-reduce buckets: one copy of the gradients less, no copy per step.
+    # static_graph stays off: with gradient accumulation under no_sync() it fails in torch 2.13
+    # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED", reducer.cpp), and find_unused_parameters is off
+    # already, which is what static_graph would save.
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+    # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
+    # start real gloo process groups instead of independent single processes.
+    accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=config.output_dir,
+                              cpu=not cuda, kwargs_handlers=[ddp])
+    enable_fsdp_on_cpu(accelerator)
+    return accelerator
+
+
+def enable_fsdp_on_cpu(accelerator) -> None:
+    """Honour an FSDP launch config (ACCELERATE_USE_FSDP) on CPU processes. Accelerate 1.15 picks its FSDP
+    mode only for accelerator devices: with cpu=True its state says MULTI_CPU and prepare() wraps the model
+    in DDP, silently. FSDP2 itself (fully_shard, torch.distributed.checkpoint, full state dicts) runs
+    on CPU with gloo, so the mode is set here, in both of Accelerate's shared states, before prepare()."""
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    if not (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.device.type == "cpu"
+            and accelerator.distributed_type == DistributedType.MULTI_CPU):
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch config's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise TrainingError("FSDP on CPU needs fsdp_version: 2 in the accelerate config")
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
 class MetricsLog:
     """<output_dir>/metrics.jsonl, one JSON object per line; on resume the lines after the checkpoint go."""
 
@@ -177,17 +215,11 @@ class MetricsLog:
 
 class Trainer:
     def __init__(self, config: RunConfig, accelerator=None):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
-        cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-        precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
         trackers = [] if config.report_to == "none" else [config.report_to]
-        # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
-        # start real gloo process groups instead of independent single processes.
-        self.accelerator = accelerator or Accelerator(mixed_precision=precision, log_with=trackers or None,
-                                                      project_dir=config.output_dir, cpu=not cuda)
+        self.accelerator = accelerator or build_accelerator(config, trackers)
         acc = self.accelerator
         if trackers and not acc.log_with:  # Accelerate only warns, and would log nothing
             raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
@@ -357,7 +389,8 @@ class Trainer:
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
         if acc.is_main_process:
-            write_model_files(self.raw_model, tmp, self.tokenizer, state_dict=model_state)
+            model, model_state = self.model_for_saving(model_state)
+            write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
             (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
             self._write_model_card(tmp)
         acc.wait_for_everyone()
@@ -372,6 +405,22 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
+    def model_for_saving(self, state_dict: dict):
+        """(model, state_dict) for save_pretrained. FSDP2 changes the class of the model it shards into a
+        generated FSDP<name> subclass, which would end up in config.json's auto_map: a parameterless copy
+        on the meta device stands in, and the gathered tied weights share one tensor again, so that
+        model.safetensors stores the embedding once, as without FSDP."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.raw_model, FSDPModule):
+            return self.raw_model, state_dict
+        with torch.device("meta"):
+            model = NanoGPT2ForCausalLM(self.raw_model.config)
+        if model.config.tie_word_embeddings:
+            for tied, source in model._tied_weights_keys.items():
+                state_dict[tied] = state_dict[source]
+        return model, state_dict
+
     def _rotate_checkpoints(self) -> None:
         limit = self.config.save_total_limit
         if limit:
@@ -379,12 +428,15 @@ class Trainer:
                 shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
+        """Model, optimizer, RNG and data position. A checkpoint of another number of processes resumes too:
+        DDP's states are full, FSDP's are resharded by torch.distributed.checkpoint, and the data position
+        is resharded by the loader (any rank's file: all ranks of TrainLoader are at the same step). RNG
+        states exist only for the saved ranks, so dropout masks differ from the uninterrupted run then."""
+        acc = self.accelerator
         state = json.loads((path / "training_state" / "trainer_state.json").read_text())
-        if state["world_size"] != self.accelerator.num_processes:
-            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the same "
-                             f"number (now {self.accelerator.num_processes})")
-        self.accelerator.load_state(str(path / "training_state"))
-        data_file = path / "training_state" / f"data_rank{self.accelerator.process_index}.json"
+        acc.load_state(str(path / "training_state"))
+        same_world = state["world_size"] == acc.num_processes
+        data_file = path / "training_state" / f"data_rank{acc.process_index if same_world else 0}.json"
         self.train_loader.load_state_dict(json.loads(data_file.read_text()))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
