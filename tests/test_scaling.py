@@ -64,7 +64,7 @@ def ddp_reference(tmp_path_factory, tinyshakespeare_file):
     return run, losses, evals
 
 
-def test_fsdp2_shards_matches_ddp_and_resumes_exactly(ddp_reference, tmp_path, tinyshakespeare_file, hellaswag_file):
+def test_fsdp2_shards_matches_ddp_and_resumes_exactly_also_on_one_process(ddp_reference, tmp_path, tinyshakespeare_file, hellaswag_file):
     from torch.distributed.checkpoint import FileSystemReader
 
     ddp_run, ddp_losses, ddp_evals = ddp_reference
@@ -102,6 +102,13 @@ def test_fsdp2_shards_matches_ddp_and_resumes_exactly(ddp_reference, tmp_path, t
     resumed = resume_copy(tmp_path / "run" / "checkpoint-4", tmp_path / "resumed")
     launch(args + ["--output_dir", resumed, "--resume_from_checkpoint", "latest"], config=fsdp)
     assert train_losses(resumed)[0] == losses[4:]  # bit for bit
+
+    # ... and on one process: torch.distributed.checkpoint reshards the 2-rank state on load
+    one = resume_copy(tmp_path / "run" / "checkpoint-4", tmp_path / "one")
+    launch(args + ["--output_dir", one, "--resume_from_checkpoint", "latest"], config=fsdp,
+           launch_args=("--num_processes", "1"))
+    assert train_losses(one)[0] == pytest.approx(ddp_losses[4:], **FP32)
+    assert len(list((one / "checkpoint-8" / "training_state" / "pytorch_model_fsdp_0").glob("*.distcp"))) == 1
 
 
 def test_two_machines_on_one_host_train_like_one_machine(ddp_reference, tmp_path, tinyshakespeare_file):
