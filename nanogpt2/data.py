@@ -340,7 +340,7 @@ class StreamingTrainLoader:
                 "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "rank", "world_size"):
+        for key in ("seed", "world_size", "rank"):
             if state.get(key) != getattr(self, key):
                 raise DataError(f"cannot resume the streaming position: {key} was {state.get(key)}, now "
                                 f"{getattr(self, key)}; resume with the same seed and number of processes")

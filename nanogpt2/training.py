@@ -433,11 +433,17 @@ class Trainer:
         is resharded by the loader (any rank's file: all ranks of TrainLoader are at the same step). RNG
         states exist only for the saved ranks, so dropout masks differ from the uninterrupted run then."""
         acc = self.accelerator
-        state = json.loads((path / "training_state" / "trainer_state.json").read_text())
-        acc.load_state(str(path / "training_state"))
+        training_state = path / "training_state"
+        state = json.loads((training_state / "trainer_state.json").read_text())
+        saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
+        if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
+            raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
+                             f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
+                             "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
         same_world = state["world_size"] == acc.num_processes
-        data_file = path / "training_state" / f"data_rank{acc.process_index if same_world else 0}.json"
-        self.train_loader.load_state_dict(json.loads(data_file.read_text()))
+        data_file = training_state / f"data_rank{acc.process_index if same_world else 0}.json"
+        self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
+        acc.load_state(str(training_state))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
     def _write_model_card(self, checkpoint: Path) -> None:

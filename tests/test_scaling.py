@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_pretrain import REPO, SMALL, pretrain, train_losses
+from test_pretrain import REPO, SMALL, pretrain, pretrain_in_process, train_losses
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def ddp_reference(tmp_path_factory, tinyshakespeare_file):
     return run, losses, evals
 
 
-def test_fsdp2_shards_matches_ddp_and_resumes_exactly_also_on_one_process(ddp_reference, tmp_path, tinyshakespeare_file, hellaswag_file):
+def test_fsdp2_shards_matches_ddp_and_resumes(ddp_reference, tmp_path, tinyshakespeare_file, hellaswag_file, capsys):
     from torch.distributed.checkpoint import FileSystemReader
 
     ddp_run, ddp_losses, ddp_evals = ddp_reference
@@ -109,6 +109,11 @@ def test_fsdp2_shards_matches_ddp_and_resumes_exactly_also_on_one_process(ddp_re
            launch_args=("--num_processes", "1"))
     assert train_losses(one)[0] == pytest.approx(ddp_losses[4:], **FP32)
     assert len(list((one / "checkpoint-8" / "training_state" / "pytorch_model_fsdp_0").glob("*.distcp"))) == 1
+
+    # without FSDP the sharded state cannot load: one line says so
+    code, error = pretrain_in_process(args + ["--output_dir", tmp_path / "ddp", "--resume_from_checkpoint",
+                                              tmp_path / "run" / "checkpoint-4"], capsys)
+    assert code == 1 and "was written under FSDP; resume it with an accelerate config that uses FSDP" in error[0]
 
 
 def test_two_machines_on_one_host_train_like_one_machine(ddp_reference, tmp_path, tinyshakespeare_file):
