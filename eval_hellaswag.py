@@ -13,10 +13,53 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
+from nanogpt2.fileio import atomic_write_text
+from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
+from nanogpt2.sources import DataError, looks_like_local_path
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_losses")
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_remote_code: bool = False):
+    """`AutoModelForCausalLM` and `AutoTokenizer` of a checkpoint directory or Hub id, in eval mode."""
+    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name_or_path).expanduser()
+    local = looks_like_local_path(name_or_path)
+    if local and not path.is_dir():
+        raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
+                             "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
+                                                     trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path if local else name_or_path,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HellaSwagError(f"could not load --model {name_or_path}: {first_line}") from None
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def write_results(result: dict, output_file=None, predictions_file=None) -> None:
+    """The result without its predictions as JSON to `output_file`, and one JSON line per example
+    (PREDICTION_FIELDS) to `predictions_file`; each written atomically."""
+    for path in (output_file, predictions_file):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if output_file:
+        summary = {key: value for key, value in result.items() if key != "predictions"}
+        atomic_write_text(output_file, json.dumps(summary, indent=2) + "\n")
+    if predictions_file:
+        lines = (json.dumps({key: p[key] for key in PREDICTION_FIELDS}) + "\n" for p in result["predictions"])
+        atomic_write_text(predictions_file, "".join(lines))
 
 
 def parse_args(argv=None):
@@ -44,9 +87,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from nanogpt2.hellaswag import (HellaSwagError, evaluate_hellaswag, load_hellaswag, load_model_and_tokenizer,
-                                    write_results)
-
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch / torchrun
         from accelerate import Accelerator
@@ -60,7 +100,7 @@ def main(argv=None) -> int:
         result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
                                     device=device, accelerator=accelerator, progress=not args.no_progress,
                                     max_length=args.max_length)
-    except HellaSwagError as error:
+    except DataError as error:  # HellaSwagError is one
         print(f"error: {error}", file=sys.stderr)
         return 1
     if accelerator is not None and not accelerator.is_main_process:

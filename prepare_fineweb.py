@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from nanogpt2.data import DataError
+from nanogpt2.sources import DataError
 from nanogpt2.prepare import Source, prepare_shards
 
 

@@ -9,15 +9,15 @@ See `python run_pretrain.py --help` for every setting; the loop lives in nanogpt
 
 import sys
 
-from nanogpt2.data import DataError
+from nanogpt2.sources import DataError
 from nanogpt2.run_config import resolve_config
-from nanogpt2.training import Trainer, TrainingError
+from nanogpt2.training import PretrainingLoop, TrainingError
 
 
 def main(argv=None) -> int:
     try:
         config = resolve_config(argv)
-        trainer = Trainer(config)
+        trainer = PretrainingLoop(config)
         checkpoint = trainer.train()
     except (ValueError, DataError, TrainingError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

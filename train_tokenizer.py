@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from nanogpt2.bpe_training import train_bpe_tokenizer
-from nanogpt2.data import DataError
+from nanogpt2.sources import DataError
 
 
 def main(argv=None) -> int:

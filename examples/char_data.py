@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.training import download_tiny_shakespeare
+from nanogpt2.sources import download_tiny_shakespeare
 
 SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

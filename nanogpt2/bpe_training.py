@@ -7,11 +7,10 @@ the vocabulary, so any text encodes and decodes exactly), and `<|endoftext|>` is
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from .data import read_documents
+from .documents import read_documents
+from .fileio import temporary_directory
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN
 
 MIN_VOCAB_SIZE = 257  # 256 byte tokens + <|endoftext|>
@@ -52,10 +51,7 @@ def train_bpe_tokenizer(files, vocab_size: int, output_dir, text_column: str = "
                                       unk_token=ENDOFTEXT, model_input_names=["input_ids", "attention_mask"])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tokenizer-", dir=output_dir))
-    try:
+    with temporary_directory(output_dir, "tokenizer") as tmp:
         for file in wrapped.save_pretrained(tmp):
             os.replace(file, output_dir / Path(file).name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return wrapped

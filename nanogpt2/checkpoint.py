@@ -9,60 +9,11 @@ works where nanogpt2 is not installed.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from .configuration_nanogpt2 import NanoGPT2Config
-from .modeling_nanogpt2 import NanoGPT2ForCausalLM
+from .fileio import atomic_directory
 from .tokenizer import TextTokenizer, load_tokenizer
-
-
-@contextmanager
-def atomic_directory(directory: str | os.PathLike):
-    """Yield a temporary sibling directory; on success it replaces `directory` in one rename.
-
-    A crash or kill inside the block leaves `directory` as it was (plus a `.tmp-*` sibling that
-    `is_incomplete` recognises and the next save sweeps away)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if directory.exists():
-            old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-        _fsync_dir(directory.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_model_files(model, directory: str | os.PathLike, tokenizer: TextTokenizer | None = None,
@@ -83,4 +34,4 @@ def save_model_checkpoint(model, directory: str | os.PathLike, tokenizer: TextTo
     return Path(directory)
 
 
-__all__ = ["atomic_directory", "write_model_files", "save_model_checkpoint", "NanoGPT2ForCausalLM"]
+__all__ = ["write_model_files", "save_model_checkpoint"]

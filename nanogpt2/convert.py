@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_directory, write_model_files
-from .configuration_nanogpt2 import NanoGPT2Config
+from .checkpoint import write_model_files
+from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config
+from .fileio import atomic_directory
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
+from .sources import looks_like_local_path
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -38,7 +40,7 @@ def resolve_checkpoint_dir(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    if path.exists() or name_or_path.startswith((".", "/")) or name_or_path.count("/") > 1:
+    if looks_like_local_path(name_or_path):
         raise ConversionError(f"{name_or_path} is not a checkpoint directory")
     from huggingface_hub import snapshot_download
 
@@ -127,7 +129,7 @@ def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGP
         if value not in allowed:
             raise ConversionError(f"{source}/config.json: {field}={value!r} is not GPT-2's architecture")
 
-    vocab = hf.get("vocab_size", 50257)
+    vocab = hf.get("vocab_size", GPT2_VOCAB_SIZE)
     padded = -(-vocab // pad_vocab_multiple) * pad_vocab_multiple
     config = NanoGPT2Config(
         n_layer=hf.get("n_layer", 12),
@@ -138,8 +140,8 @@ def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGP
         tokenizer_vocab_size=vocab,
         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
         initializer_range=hf.get("initializer_range", 0.02),
-        bos_token_id=hf.get("bos_token_id", 50256),
-        eos_token_id=hf.get("eos_token_id", 50256),
+        bos_token_id=hf.get("bos_token_id", EOT_TOKEN_ID),
+        eos_token_id=hf.get("eos_token_id", EOT_TOKEN_ID),
     )
     state = load_safetensors_state(source)
     if "lm_head.weight" in state:
@@ -159,7 +161,7 @@ def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGP
     model.tie_weights()
     with atomic_directory(dst) as tmp:
         write_model_files(model, tmp)
-        if vocab != 50257:  # not GPT-2's vocabulary: keep the source's own tokenizer files
+        if vocab != GPT2_VOCAB_SIZE:  # not GPT-2's vocabulary: keep the source's own tokenizer files
             for name in TOKENIZER_FILES:
                 if (source / name).is_file():
                     shutil.copy2(source / name, tmp / name)

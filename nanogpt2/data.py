@@ -1,4 +1,4 @@
-"""Token streams for pretraining: local files and Hub datasets -> tokens, and the per-rank loaders.
+"""The per-rank loaders of pretraining, and `build_loaders`, which picks them from the run's settings.
 
 TrainLoader reads (B, T+1) windows of a virtual stream made of the documents of every token array,
 in an order reshuffled each epoch (shard order, then document order inside each shard), so the loss
@@ -10,113 +10,20 @@ StreamingTrainLoader gives the same interface over a streaming `datasets` datase
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .documents import (Chunk, DataError, batched, check_local_file, local_chunks, read_documents,  # noqa: F401
-                        token_dtype, tokenize_chunks)
+from .configuration_nanogpt2 import EOT_TOKEN_ID
+from .documents import tokenize_documents, tokenize_files
+from .run_config import RunConfig
 from .shards import open_shard
+from .sources import DataError, download_tiny_shakespeare, load_hub_text_dataset
 
 
-def tokenize_documents(documents: Sequence[str], tokenizer, num_proc: int = 1) -> np.ndarray:
-    """One token stream: each document prefixed with the end-of-text token (GPT-2's document separator)."""
-    chunks = (Chunk("texts", texts=tuple(batch)) for batch in batched(documents, 64))
-    return _concatenate(tokenize_chunks(((chunk, 0) for chunk in chunks), tokenizer, num_proc=num_proc), tokenizer)
-
-
-def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1) -> np.ndarray:
-    """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`): a .txt file
-    is one document, the others one document per row in `text_column`."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    for path in paths:
-        check_local_file(path, text_column)
-    tasks = ((chunk, 0) for path in paths for chunk in local_chunks(path))
-    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer)
-    if len(stream) == 0:
-        raise DataError(f"no documents in {', '.join(map(str, paths))}")
-    return stream
-
-
-def _concatenate(results, tokenizer) -> np.ndarray:
-    pieces = [tokens for tokens, _ in results]
-    return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))
-
-
-def load_local_text_dataset(data_files, streaming: bool = False):
-    """Local .jsonl/.json/.parquet/.txt files as a `datasets` dataset (a .txt file is one document)."""
-    import datasets
-
-    files = [str(f) for f in ([data_files] if isinstance(data_files, (str, Path)) else data_files)]
-    for file in files:
-        if not Path(file).is_file():
-            raise DataError(f"data file {file} does not exist")
-    suffixes = {Path(f).suffix.lower() for f in files}
-    builders = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
-    if len(suffixes) != 1 or next(iter(suffixes)) not in builders:
-        raise DataError(f"--data_files must all be one of .jsonl, .json, .parquet, .txt; got {sorted(suffixes)}")
-    builder = builders[suffixes.pop()]
-    kwargs = {"sample_by": "document"} if builder == "text" else {}
-    return datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming, **kwargs)
-
-
-OFFLINE_HINT = ("pass local files instead: prepare_fineweb.py --data_files docs.jsonl (or .parquet/.txt), "
-                "run_pretrain.py --train_file docs.jsonl")
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def resolve_hub_dataset(dataset_name: str, revision: str | None = None) -> str:
-    """The commit sha of a Hub dataset (at `revision`, default the main branch), from one quick request.
-    Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, or no connection) it raises DataError at once, instead
-    of `datasets.load_dataset`'s retries with back-off."""
-    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
-        raise DataError(f"the Hub dataset {dataset_name} cannot be loaded offline (HF_HUB_OFFLINE is set); "
-                        + OFFLINE_HINT)
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return HfApi().dataset_info(dataset_name, revision=revision, timeout=10).sha
-    except RepositoryNotFoundError:
-        raise DataError(f"no dataset {dataset_name!r} on the Hub (check --dataset_name; for a gated or private "
-                        "dataset run `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise DataError(f"the Hub dataset {dataset_name} has no revision {revision!r} (check --revision)") from None
-    except HfHubHTTPError as error:
-        raise DataError(f"the Hub refused {dataset_name}: {str(error).splitlines()[0]}") from None
-    except Exception as error:  # no connection: huggingface_hub's HTTP client raises its own transport errors
-        raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
-                        + OFFLINE_HINT) from None
-
-
-def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train", streaming=False, data_files=None,
-                          revision=None, num_proc=None):
-    """The one call of `datasets.load_dataset` for Hub data (local `data_files` are read instead when given).
-    The revision is pinned to the commit sha that `resolve_hub_dataset` finds; offline it fails at once."""
-    if data_files:
-        return load_local_text_dataset(data_files, streaming=streaming)
-    if not dataset_name:
-        raise DataError("no data: pass --dataset_name (Hub) or local files; " + OFFLINE_HINT)
-    sha = resolve_hub_dataset(dataset_name, revision)
-    import datasets
-
-    try:
-        extra = {} if streaming or not num_proc else {"num_proc": num_proc}  # parallel download and conversion
-        return datasets.load_dataset(dataset_name, name=dataset_config_name, split=split, streaming=streaming,
-                                     revision=sha, **extra)
-    except (ConnectionError, OSError) as error:
-        first_line = (str(error).splitlines() or [""])[0]
-        raise DataError(f"could not load {dataset_name} from the Hub ({type(error).__name__}: {first_line}); "
-                        + OFFLINE_HINT) from None
-
-
-def open_token_shards(data_dir, split: str, vocab_size: int | None = None, tokenizer=None) -> list[np.ndarray]:
+def open_token_shards(data_dir, split: str, tokenizer=None) -> list[np.ndarray]:
     """The memory-mapped, validated token shards of `split` ("train" or "val") in a prepare_fineweb.py directory."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -124,7 +31,7 @@ def open_token_shards(data_dir, split: str, vocab_size: int | None = None, token
     files = sorted(data_dir.glob(f"*_{split}_*.bin"))
     if not files:
         raise DataError(f"no {split} shards (*_{split}_*.bin) in {data_dir}; create them with prepare_fineweb.py")
-    return [open_shard(f, vocab_size=vocab_size, tokenizer=tokenizer) for f in files]
+    return [open_shard(f, tokenizer=tokenizer) for f in files]
 
 
 def _document_spans(tokens: np.ndarray, eot_token_id: int) -> np.ndarray:
@@ -145,7 +52,7 @@ class TrainLoader:
     """Endless (x, y) training batches of shape (batch_size, seq_len) for one rank."""
 
     def __init__(self, token_arrays: Sequence[np.ndarray], batch_size: int, seq_len: int, rank: int = 0,
-                 world_size: int = 1, seed: int = 1337, shuffle: bool = True, eot_token_id: int = 50256):
+                 world_size: int = 1, seed: int = 1337, shuffle: bool = True, eot_token_id: int = EOT_TOKEN_ID):
         self.arrays = list(token_arrays)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
@@ -258,26 +165,10 @@ class StreamingTrainLoader:
     buffer's texts, the generator state and the leftover tokens are part of `state_dict()`, so resume
     is exact (the state holds `shuffle_buffer` documents of text: about 4 MB for FineWeb-Edu at 1,000)."""
 
-    def __init__(self, dataset_name, dataset_config_name=None, split="train", tokenizer=None, batch_size: int = 8,
-                 seq_len: int = 1024, rank: int = 0, world_size: int = 1, seed: int = 1337, text_column: str = "text",
-                 data_files=None, shuffle_buffer: int = 1000):
-        if dataset_name is not None and not isinstance(dataset_name, str):
-            raise TypeError("StreamingTrainLoader takes a Hub dataset name; for a dataset object use "
-                            "StreamingTrainLoader.from_dataset(dataset, tokenizer, batch_size, seq_len, ...)")
-        if tokenizer is None:
-            raise ValueError("StreamingTrainLoader needs a tokenizer (nanogpt2.tokenizer.load_tokenizer())")
-        dataset = load_hub_text_dataset(dataset_name, dataset_config_name, split, streaming=True, data_files=data_files)
-        self._setup(dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer)
-
-    @classmethod
-    def from_dataset(cls, dataset, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
-                     seed: int = 1337, text_column: str = "text", shuffle_buffer: int = 1000) -> "StreamingTrainLoader":
-        """The loader over an `IterableDataset` you made (e.g. `stream.skip(n)` after taking validation)."""
-        loader = cls.__new__(cls)
-        loader._setup(dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer)
-        return loader
-
-    def _setup(self, dataset, tokenizer, batch_size, seq_len, rank, world_size, seed, text_column, shuffle_buffer):
+    def __init__(self, dataset, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 1337, text_column: str = "text", shuffle_buffer: int = 1000):
+        """`dataset`: a streaming `IterableDataset` (`sources.load_hub_text_dataset(..., streaming=True)`,
+        or `stream.skip(n)` after taking validation documents from its start)."""
         from datasets.distributed import split_dataset_by_node
 
         self.dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
@@ -348,3 +239,61 @@ class StreamingTrainLoader:
         self._exhausted = state["exhausted"]
         self.rng.bit_generator.state = state["rng"]
         self.documents, self.tokens = list(state["documents"]), list(state["tokens"])
+
+
+# -- from the run's settings -----------------------------------------------------------------------
+def build_loaders(config: RunConfig, tokenizer, rank: int = 0, world_size: int = 1):
+    """(train loader, validation loader) for one rank, from --data_dir shards, --train_file/--validation_file,
+    --dataset_name or --streaming, or (preset tiny) Tiny Shakespeare. Token ids are below the model's
+    vocabulary: text is tokenized here, shards are checked on opening."""
+    if config.dataset_name or config.streaming:
+        train, validation_arrays = _streaming_data(config, tokenizer, rank, world_size)
+    else:
+        train_arrays, validation_arrays = _token_arrays(config, tokenizer)
+        train = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length, rank, world_size,
+                            config.seed, eot_token_id=tokenizer.eot_token_id)
+    validation_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
+    validation = ValidationLoader(validation_arrays, config.micro_batch_size, config.sequence_length,
+                                  validation_batches, rank, world_size)
+    return train, validation
+
+
+def _token_arrays(config: RunConfig, tokenizer):
+    """(train arrays, validation arrays) from --data_dir, --train_file/--validation_file or (tiny) Tiny Shakespeare."""
+    if config.data_dir:
+        return (open_token_shards(config.data_dir, "train", tokenizer=tokenizer),
+                open_token_shards(config.data_dir, "val", tokenizer=tokenizer))
+    train_file = config.train_file
+    if train_file is None:
+        if config.preset != "tiny":
+            raise DataError("no training data: pass --data_dir (prepare_fineweb.py shards), --train_file or "
+                            "--dataset_name")
+        train_file = download_tiny_shakespeare()
+    train = tokenize_files(train_file, tokenizer, config.text_column)
+    if config.validation_file:
+        return [train], [tokenize_files(config.validation_file, tokenizer, config.text_column)]
+    split = int(len(train) * (1 - config.validation_split_percentage / 100))
+    return [train[:split]], [train[split:]]
+
+
+def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
+    """--dataset_name or --streaming --train_file: documents tokenized on the fly. Validation is
+    --validation_file, or else the stream's first documents (eval_tokens of them), which training skips."""
+    if not (config.dataset_name or config.train_file):
+        raise DataError("--streaming needs --dataset_name (Hub) or --train_file (local .jsonl/.parquet/.txt)")
+    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True,
+                                   data_files=None if config.dataset_name else [config.train_file])
+    if config.validation_file:
+        validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
+    else:
+        validation, tokens = [], 0
+        for row in stream:
+            validation.append(row[config.text_column])
+            tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
+            if tokens > config.eval_tokens:
+                break
+        stream = stream.skip(len(validation))
+        validation_tokens = tokenize_documents(validation, tokenizer)
+    train = StreamingTrainLoader(stream, tokenizer, config.micro_batch_size, config.sequence_length, rank, world_size,
+                                 config.seed, config.text_column)
+    return train, [validation_tokens]

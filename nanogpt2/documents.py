@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .sources import DataError
+
 # how sources are cut into chunks (a prepared directory records it: a rerun must cut the same way)
 CHUNKING = {"jsonl_bytes": 2 * 1024 * 1024, "dataset_rows": 1024, "streamed_documents": 256}
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and what to do."""
 
 
 def token_dtype(vocab_size: int):
@@ -109,7 +107,7 @@ def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
                 texts.append(row[text_column])
                 continue
             problem = f"no {text_column!r} field (set --text_column)"
-        with open(chunk.path, "rb") as f:  # (an error: worth counting the lines before the chunk)
+        with open(chunk.path, "rb") as f:  # only on an error: the line number needs the lines before the chunk
             line_number = f.read(chunk.start).count(b"\n") + number + 1
         raise DataError(f"{chunk.path}:{line_number}: {problem}")
     return texts
@@ -207,3 +205,27 @@ def tokenize_chunks(tasks: Iterable[tuple[Chunk, int]], tokenizer, text_column: 
     """(tokens, document ends) of each (chunk, documents to skip at its start), in order, by `num_proc`
     processes. `dataset`: the `datasets` dataset that "rows" chunks index (inherited by the workers)."""
     return ordered_map(_encode_chunk, tasks, num_proc, _init_worker, (tokenizer, text_column, dataset))
+
+
+def tokenize_documents(documents: Sequence[str], tokenizer, num_proc: int = 1) -> np.ndarray:
+    """One token stream in memory: each document prefixed with the end-of-text token (GPT-2's separator)."""
+    chunks = (Chunk("texts", texts=tuple(batch)) for batch in batched(documents, 64))
+    return _concatenate(tokenize_chunks(((chunk, 0) for chunk in chunks), tokenizer, num_proc=num_proc), tokenizer)
+
+
+def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1) -> np.ndarray:
+    """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`): a .txt file
+    is one document, the others one document per row in `text_column`."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in paths:
+        check_local_file(path, text_column)
+    tasks = ((chunk, 0) for path in paths for chunk in local_chunks(path))
+    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer)
+    if len(stream) == 0:
+        raise DataError(f"no documents in {', '.join(map(str, paths))}")
+    return stream
+
+
+def _concatenate(results, tokenizer) -> np.ndarray:
+    pieces = [tokens for tokens, _ in results]
+    return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))

@@ -20,21 +20,17 @@ target (never an input), and rows longer than the model's window lose tokens on 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-HELLASWAG_URLS = {
-    "validation": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
-    "train": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_train.jsonl",
-}
-HELLASWAG_SHA256 = {"validation": "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"}
+from .configuration_nanogpt2 import GPT2_VOCAB_SIZE
+from .sources import DataError, download_hellaswag
+
 STYLES = ("completion", "harness")
 TEXT_FIELDS = ("ctx", "ctx_a", "ctx_b", "activity_label")
 # Model types whose logits are exactly output_embeddings(base_model(...).last_hidden_state); for them the LM
@@ -43,53 +39,8 @@ TEXT_FIELDS = ("ctx", "ctx_a", "ctx_b", "activity_label")
 HEAD_ON_HIDDEN_MODEL_TYPES = {"nanogpt2", "gpt2"}
 
 
-class HellaSwagError(ValueError):
+class HellaSwagError(DataError):
     """Bad HellaSwag input; the message names the file (and line, or example) and what to do."""
-
-
-def cache_dir() -> Path:
-    """Where the downloaded file is kept: $NANOGPT2_CACHE, else <HF_HOME or ~/.cache/huggingface>/nanogpt2."""
-    if os.environ.get("NANOGPT2_CACHE"):
-        return Path(os.environ["NANOGPT2_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "nanogpt2"
-
-
-def download_hellaswag(split: str = "validation") -> Path:
-    """The official rowanz/hellaswag file, downloaded once into `cache_dir()` and checked by sha256."""
-    if split not in HELLASWAG_URLS:
-        raise HellaSwagError(f"unknown HellaSwag split {split!r}; choose {', '.join(HELLASWAG_URLS)}")
-    path = cache_dir() / Path(HELLASWAG_URLS[split]).name
-    expected = HELLASWAG_SHA256.get(split)
-    if path.is_file():
-        if expected:
-            verify_sha256(path, expected)
-        return path
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise HellaSwagError(f"HellaSwag is not cached at {path} and HF_HUB_OFFLINE is set; pass a local copy "
-                             "with --data_file hellaswag_val.jsonl")
-    import urllib.request
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.part")
-    try:
-        with urllib.request.urlopen(HELLASWAG_URLS[split], timeout=30) as response, open(partial, "wb") as f:
-            f.write(response.read())
-        if expected:
-            verify_sha256(partial, expected)  # a bad download never lands in the cache
-        os.replace(partial, path)
-    except OSError as error:
-        raise HellaSwagError(f"could not download {HELLASWAG_URLS[split]} ({error}); offline? pass a local copy "
-                             "with --data_file hellaswag_val.jsonl") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def verify_sha256(path, expected: str) -> None:
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    if digest != expected:
-        raise HellaSwagError(f"{path} has sha256 {digest}, expected {expected}: the file is corrupt or not the "
-                             "official HellaSwag; delete it to download again")
 
 
 def _validate(example, where: str) -> dict:
@@ -197,7 +148,7 @@ def model_max_length(model) -> int | None:
 
 
 @torch.no_grad()
-def score_examples(model, rendered: list, max_length: int, device, batch_size: int):
+def score_examples(model, rendered: list, max_length: int, device, batch_size: int, sharded: bool = False):
     """Summed and mean ending losses (nats) of every ending of every rendered example, and how many
     examples had to lose tokens on the left to fit `max_length` inputs."""
     results = [([], []) for _ in rendered]
@@ -224,7 +175,7 @@ def score_examples(model, rendered: list, max_length: int, device, batch_size: i
             target_ids[i, : len(row)] = torch.tensor(row_targets)
             mask[i, first : len(row)] = True
         ids, target_ids, mask = ids.to(device), target_ids.to(device), mask.to(device)
-        losses = ending_losses(model, ids, mask, target_ids[mask])
+        losses = ending_losses(model, ids, mask, target_ids[mask], sharded)
         per_row = torch.zeros(len(inputs), device=device).index_add_(0, mask.nonzero()[:, 0], losses).tolist()
         counts = mask.sum(1).tolist()
         for total, count, index in zip(per_row, counts, owners):
@@ -239,12 +190,12 @@ def _head_chunk_rows(device) -> int:
     return 32 if torch.device(device).type == "cpu" else 2048
 
 
-def ending_losses(model, ids, mask, targets) -> torch.Tensor:
-    """Per-token cross-entropy (fp32) of the positions where `mask` is set, in row-major order."""
+def ending_losses(model, ids, mask, targets, sharded: bool = False) -> torch.Tensor:
+    """Per-token cross-entropy (fp32) of the positions where `mask` is set, in row-major order. `sharded`:
+    the model is FSDP-wrapped (the caller knows; run_pretrain passes it)."""
     unwrapped = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     base = getattr(unwrapped, "base_model", None)
     model_type = getattr(getattr(unwrapped, "config", None), "model_type", None)
-    sharded = "FSDP" in type(unwrapped).__name__ or "FullyShardedDataParallel" in type(unwrapped).__name__
     # FSDP gathers the root's weights (embeddings, head) in the root's forward only: call that under FSDP
     if model_type in HEAD_ON_HIDDEN_MODEL_TYPES and base is not None and base is not unwrapped and not sharded:
         head = unwrapped.get_output_embeddings()
@@ -262,7 +213,7 @@ def ending_losses(model, ids, mask, targets) -> torch.Tensor:
     # a few rows at a time so that rows x keep x vocab logits stay near 2**27 values (512 MB in fp32).
     keep = ids.shape[1] - int(mask.any(0).nonzero()[0])
     can_keep = "logits_to_keep" in inspect.signature(unwrapped.forward).parameters
-    vocab = getattr(getattr(unwrapped, "config", None), "vocab_size", None) or 50257
+    vocab = getattr(getattr(unwrapped, "config", None), "vocab_size", None) or GPT2_VOCAB_SIZE
     step = max(1, 2**27 // ((keep if can_keep else ids.shape[1]) * vocab))
     kept = []
     for row_ids, row_mask in zip(ids.split(step), mask.split(step)):
@@ -281,13 +232,15 @@ def _metrics(predictions: list[dict]) -> dict:
 
 
 def evaluate_hellaswag(model, tokenizer, examples: list[dict], style: str = "completion", batch_size: int = 32,
-                       device=None, accelerator=None, progress: bool = True, max_length: int | None = None) -> dict:
+                       device=None, accelerator=None, progress: bool = True, max_length: int | None = None,
+                       sharded: bool = False) -> dict:
     """Score `examples` (from `load_hellaswag`) with `model` (eval mode, no grad; restored afterwards).
 
     Returns acc, acc_norm, num_examples, style, num_truncated, the metrics per split_type and
     `predictions` (per example: ind, label, split_type, pred, pred_norm, sum_losses, mean_losses).
     With an `accelerate.Accelerator` of several processes, each scores every num_processes-th example and
-    every process returns the same gathered result. `max_length` defaults to the model config's window."""
+    every process returns the same gathered result. `max_length` defaults to the model config's window.
+    `sharded`: the model is FSDP-wrapped, so every forward is collective (score through its own forward)."""
     if style not in STYLES:
         raise HellaSwagError(f"unknown style {style!r}; choose {', '.join(STYLES)}")
     if not examples:
@@ -310,7 +263,7 @@ def evaluate_hellaswag(model, tokenizer, examples: list[dict], style: str = "com
             block = [examples[p] for p in positions[begin : begin + block_size]]
             rendered = [render_example(example, encode, style) for example in block]
             try:
-                scores, block_truncated = score_examples(model, rendered, max_length, device, batch_size)
+                scores, block_truncated = score_examples(model, rendered, max_length, device, batch_size, sharded)
             except RuntimeError as error:
                 raise RuntimeError(f"HellaSwag: scoring the examples ind={block[0]['ind']}..{block[-1]['ind']} "
                                    f"failed: {error}") from error
@@ -341,49 +294,3 @@ def evaluate_hellaswag(model, tokenizer, examples: list[dict], style: str = "com
         result[split_type] = _metrics([p for p in predictions if p["split_type"] == split_type])
     result["predictions"] = predictions
     return result
-
-
-PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_losses")
-
-
-def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_remote_code: bool = False):
-    """`AutoModelForCausalLM` and `AutoTokenizer` of a checkpoint directory or Hub id, in eval mode."""
-    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(name_or_path).expanduser()
-    # a Hub id is "name" or "owner/name"; anything else (or anything on disk) must be a checkpoint directory
-    local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if local and not path.is_dir():
-        raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
-                             "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path if local else name_or_path,
-                                                  trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HellaSwagError(f"could not load --model {name_or_path}: {first_line}") from None
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tokenizer
-
-
-def _write_atomic(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def write_results(result: dict, output_file=None, predictions_file=None) -> None:
-    """The result without its predictions as JSON to `output_file`, and one JSON line per example
-    (PREDICTION_FIELDS) to `predictions_file`; each written atomically."""
-    if output_file:
-        summary = {key: value for key, value in result.items() if key != "predictions"}
-        _write_atomic(output_file, json.dumps(summary, indent=2) + "\n")
-    if predictions_file:
-        lines = (json.dumps({key: p[key] for key in PREDICTION_FIELDS}) + "\n" for p in result["predictions"])
-        _write_atomic(predictions_file, "".join(lines))

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .fileio import atomic_file
 from .plot import GPT2_124M_HELLASWAG, GPT2_124M_VAL_LOSS, plot_run, read_metrics
 
 PLOT_FILE = "training_curves.png"
@@ -80,13 +81,13 @@ def _eval_results(last_eval: dict, dataset: str | None, data_label: str,
 
 
 def build_model_card(checkpoint_dir, run_dir=None, repo_id: str | None = None, step: int | None = None,
-                     tokens: int | None = None, hardware: str | None = None, **info) -> ModelCard:
+                     tokens: int | None = None, hardware: str | None = None, final_dir=None, **info) -> ModelCard:
     """The card of `checkpoint_dir`. Without `run_dir` (or without its metrics.jsonl) it describes the model
     only. `step`/`tokens` default to the checkpoint's name and the run's last training record; any other
     keyword is listed under "Training"."""
     checkpoint_dir = Path(checkpoint_dir)
-    # run_pretrain.py writes the card into .tmp-checkpoint-<step>/ and then renames it into place
-    final_dir = checkpoint_dir.with_name(checkpoint_dir.name.removeprefix(".tmp-"))
+    # `final_dir`: where the checkpoint will live when the card is written into a temporary directory
+    final_dir = Path(final_dir) if final_dir is not None else checkpoint_dir
     run_dir = Path(run_dir) if run_dir else None
     config, metrics = _run_facts(run_dir)
     model_config = json.loads((checkpoint_dir / "config.json").read_text())
@@ -111,9 +112,8 @@ def build_model_card(checkpoint_dir, run_dir=None, repo_id: str | None = None, s
     )
     plot = ""
     if train or evals:
-        tmp = checkpoint_dir / f".{PLOT_FILE}.tmp.png"
-        plot_run(run_dir, tmp)
-        os.replace(tmp, checkpoint_dir / PLOT_FILE)
+        with atomic_file(checkpoint_dir / PLOT_FILE) as tmp:
+            plot_run(run_dir, tmp)
         plot = f"\n![loss and HellaSwag against tokens]({PLOT_FILE})\n"
     results = "\n".join(f"| {r.metric_name} | {r.metric_value} |" for r in eval_results)
     results = f"| metric | value |\n|---|---|\n{results}" if results else "No evaluation was run yet."
@@ -183,9 +183,8 @@ def write_model_card(checkpoint_dir, run_dir=None, **info) -> Path:
     `info` (repo_id, step, tokens, hardware, anything else to list)."""
     card = build_model_card(checkpoint_dir, run_dir, **info)
     path = Path(checkpoint_dir) / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    card.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        card.save(tmp)
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -20,9 +19,10 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import load_hub_text_dataset, resolve_hub_dataset
-from .documents import CHUNKING, Chunk, DataError, batched, check_local_file, local_chunks, token_dtype, tokenize_chunks
-from .shards import shard_sha256, write_shard
+from .documents import CHUNKING, Chunk, batched, check_local_file, local_chunks, token_dtype, tokenize_chunks
+from .fileio import atomic_write_text
+from .shards import write_shard
+from .sources import DataError, file_sha256, load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -127,9 +127,7 @@ def read_manifest(output_dir) -> dict | None:
 
 
 def _write_manifest(output_dir: Path, manifest: dict) -> None:
-    tmp = output_dir / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, output_dir / MANIFEST)
+    atomic_write_text(output_dir / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: int = 100_000_000,
@@ -265,7 +263,7 @@ def _local_origin(data_files) -> dict:
 
 
 def _intact(path: Path, sha256: str) -> bool:
-    return path.is_file() and shard_sha256(path) == sha256
+    return path.is_file() and file_sha256(path) == sha256
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:

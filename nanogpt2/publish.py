@@ -11,22 +11,18 @@ at hand, then the checkpoint's model files are uploaded in one commit (never `tr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from .sources import hub_offline
+
 # what is uploaded: the model checkpoint; never the optimizer/RNG state, nor hidden/temporary files
 EXCLUDED_DIRS = ("training_state",)
+LAST_CHECKPOINT = "last-checkpoint"  # the repository folder of --hub_strategy checkpoint (transformers' name)
 
 
 class PublishError(ValueError):
     """Pushing cannot work or did not work; the message is one line that says what to do."""
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def check_hub_access(repo_id: str | None, private: bool = False) -> None:
@@ -42,7 +38,7 @@ def check_hub_access(repo_id: str | None, private: bool = False) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as error:
         raise PublishError(f"--hub_model_id {repo_id!r} is not a valid repository id: {error}") from None
-    if _offline():
+    if hub_offline():
         raise PublishError("cannot push to the Hub: HF_HUB_OFFLINE is set; unset it or drop --push_to_hub "
                            "(checkpoints stay in --output_dir; push one later with python -m nanogpt2.publish)")
     token = get_token()
@@ -87,14 +83,21 @@ def check_checkpoint_dir(checkpoint_dir) -> Path:
     return root
 
 
-def push_checkpoint(checkpoint_dir, repo_id: str, private: bool = False, commit_message: str | None = None):
-    """Create the repository if needed and upload the checkpoint's model files in one commit.
+def push_checkpoint(checkpoint_dir, repo_id: str, private: bool = False, commit_message: str | None = None,
+                    last_checkpoint: bool = False):
+    """Create the repository if needed and upload the checkpoint's model files in one commit. With
+    `last_checkpoint` (--hub_strategy checkpoint, as in transformers) the same commit also puts the whole
+    checkpoint, training state included, into the repository's `last-checkpoint/` folder, for resuming.
     Returns huggingface_hub's CommitInfo; a failed upload raises PublishError saying how to retry."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     root = check_checkpoint_dir(checkpoint_dir)
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(root).as_posix(), path_or_fileobj=str(p))
                   for p in files_to_upload(root)]
+    if last_checkpoint:
+        operations += [CommitOperationAdd(path_in_repo=f"{LAST_CHECKPOINT}/{p.relative_to(root).as_posix()}",
+                                          path_or_fileobj=str(p))
+                       for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -118,10 +118,12 @@ HELP = {
     "push_to_hub": "push the final checkpoint to the Hugging Face Hub (access is checked before training)",
     "hub_model_id": "USER/NAME on the Hub",
     "hub_private": "create the Hub repository private",
-    "hub_strategy": "end: push the final checkpoint; checkpoint: also push every saved checkpoint",
+    "hub_strategy": "as in transformers: end: push the final model; every_save: push the model at every save; "
+                    "checkpoint: every_save, plus the whole latest checkpoint in last-checkpoint/ (for resuming)",
 }
 CHOICES = {"mixed_precision": ["auto", "bf16", "fp16", "no"], "hellaswag_style": ["completion", "harness"],
-           "report_to": ["tensorboard", "wandb", "all", "none"], "hub_strategy": ["end", "checkpoint"]}
+           "report_to": ["tensorboard", "wandb", "all", "none"],
+           "hub_strategy": ["end", "every_save", "checkpoint", "all_checkpoints"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +184,9 @@ def resolve_config(argv=None) -> RunConfig:
     sources = [f"--{name}" for name in ("data_dir", "train_file", "dataset_name") if getattr(config, name)]
     if len(sources) > 1:
         raise ValueError(f"{' and '.join(sources)} each name training data; pass only one")
+    if config.hub_strategy == "all_checkpoints":
+        raise ValueError("--hub_strategy all_checkpoints is not supported by run_pretrain.py; use end, every_save "
+                         "or checkpoint")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (the Hub repository to create or update)")
     return config

@@ -17,13 +17,14 @@ Every check that can fail names the file and says what to do.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from .documents import DataError, token_dtype
+from .documents import token_dtype
+from .fileio import atomic_file
+from .sources import DataError
 
 MAGIC = b"NGPT2TOK"
 VERSION = 1
@@ -43,16 +44,9 @@ def write_shard(path, tokens: np.ndarray, tokenizer_identity: dict) -> str:
     payload = memoryview(tokens).cast("B")
     digest = hashlib.sha256(header)
     digest.update(payload)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, fsync=True) as tmp, open(tmp, "wb") as f:
+        f.write(header)
+        f.write(payload)
     return digest.hexdigest()
 
 
@@ -82,7 +76,7 @@ def read_header(path) -> dict:
             "fingerprint": fingerprint.rstrip(b"\0").decode()}
 
 
-def open_shard(path, vocab_size: int | None = None, tokenizer=None, check_ids: bool = True) -> np.memmap:
+def open_shard(path, tokenizer=None) -> np.memmap:
     """The shard's tokens, memory-mapped and checked against the expected tokenizer/vocabulary."""
     header = read_header(path)
     if tokenizer is not None and header["fingerprint"] != tokenizer.fingerprint:
@@ -91,16 +85,8 @@ def open_shard(path, vocab_size: int | None = None, tokenizer=None, check_ids: b
                         "same --tokenizer as training")
     tokens = np.memmap(path, dtype=DTYPES[header["itemsize"]], mode="r", offset=HEADER_SIZE,
                        shape=(header["num_tokens"],))
-    limit = vocab_size or (tokenizer.vocab_size if tokenizer is not None else header["vocab_size"])
-    if check_ids and len(tokens) and int(tokens.max()) >= limit:
+    limit = (tokenizer.vocab_size if tokenizer is not None else header["vocab_size"])
+    if len(tokens) and int(tokens.max()) >= limit:
         raise DataError(f"{path} holds token id {int(tokens.max())} >= vocabulary size {limit}: corrupt, or made "
                         "with another tokenizer; re-create it")
     return tokens
-
-
-def shard_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()

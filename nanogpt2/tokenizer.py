@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from .sources import file_sha256
+
 GPT2_RANKS_FILE = Path(__file__).parent / "assets" / "gpt2.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # tiktoken's `gpt2` encoding: the pre-tokenization regex of OpenAI's encoder.py
@@ -89,7 +91,7 @@ class TextTokenizer:
     """What the data pipeline and training need of a tokenizer.
 
     - `encode_ordinary(text)`: ids with special-token text treated as plain text
-    - `encode_ordinary_batch(texts)`, `decode(ids)`
+    - `decode(ids)`
     - `eot_token_id` (document separator), `vocab_size` (number of real ids)
     - `identity`: a dict that names the tokenizer and fingerprints its vocabulary (for manifests)
     - `save_pretrained(dir)`: Hugging Face tokenizer files, so AutoTokenizer loads the checkpoint
@@ -104,12 +106,9 @@ class TextTokenizer:
         return {"name": self.name, "vocab_size": self.vocab_size, "eot_token_id": self.eot_token_id,
                 "fingerprint": self.fingerprint}
 
-    def encode_ordinary_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode_ordinary(text) for text in texts]
 
-
-class GPT2Tokenizer(TextTokenizer):
-    """OpenAI GPT-2's tokenizer (tiktoken)."""
+class TiktokenGPT2Tokenizer(TextTokenizer):
+    """OpenAI GPT-2's tokenizer, run by tiktoken (`to_hf()` gives the equivalent transformers tokenizer)."""
 
     name = GPT2_NAME
     fingerprint = GPT2_RANKS_SHA256
@@ -122,9 +121,6 @@ class GPT2Tokenizer(TextTokenizer):
     def encode_ordinary(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
 
-    def encode_ordinary_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.encoding.encode_ordinary_batch(texts, num_threads=1)
-
     def decode(self, ids) -> str:
         return self.encoding.decode(list(ids))
 
@@ -135,8 +131,9 @@ class GPT2Tokenizer(TextTokenizer):
         self.to_hf().save_pretrained(directory)
 
 
-class HFTokenizer(TextTokenizer):
-    """A Hugging Face `tokenizer.json` (a directory holding one, or the file itself)."""
+class TokenizerJsonTokenizer(TextTokenizer):
+    """A `tokenizer.json` (a directory holding one, or the file itself), run by the `tokenizers` library
+    (`to_hf()` gives the transformers tokenizer of the same files)."""
 
     def __init__(self, path):
         from tokenizers import Tokenizer
@@ -150,7 +147,7 @@ class HFTokenizer(TextTokenizer):
         self.name = str(self.path.resolve())
         self.backend = Tokenizer.from_file(str(file))
         self.backend.encode_special_tokens = True  # "<|endoftext|>" inside a document is just text
-        self.fingerprint = hashlib.sha256(file.read_bytes()).hexdigest()
+        self.fingerprint = file_sha256(file)
         self.vocab_size = self.backend.get_vocab_size(with_added_tokens=True)
         eot = self.backend.token_to_id(ENDOFTEXT)
         if eot is None:
@@ -163,9 +160,6 @@ class HFTokenizer(TextTokenizer):
 
     def encode_ordinary(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_ordinary_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
@@ -185,9 +179,9 @@ class HFTokenizer(TextTokenizer):
 def load_tokenizer(name_or_path: str | os.PathLike | None = None) -> TextTokenizer:
     """GPT-2's tokenizer for None or "gpt2"; otherwise a Hugging Face tokenizer.json at that path."""
     if name_or_path is None or str(name_or_path) == GPT2_NAME:
-        return GPT2Tokenizer()
-    return HFTokenizer(name_or_path)
+        return TiktokenGPT2Tokenizer()
+    return TokenizerJsonTokenizer(name_or_path)
 
 
-__all__ = ["TextTokenizer", "GPT2Tokenizer", "HFTokenizer", "load_tokenizer", "gpt2_encoding",
+__all__ = ["TextTokenizer", "TiktokenGPT2Tokenizer", "TokenizerJsonTokenizer", "load_tokenizer", "gpt2_encoding",
            "gpt2_hf_tokenizer", "ENDOFTEXT", "GPT2_PATTERN"]

@@ -10,43 +10,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
-from .checkpoint import _fsync_tree, write_model_files
-from .configuration_nanogpt2 import NanoGPT2Config
-from .data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
-                   open_token_shards, tokenize_documents, tokenize_files)
+from .checkpoint import write_model_files
+from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
+from .data import build_loaders
+from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
+from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, cosine_lr
 from .run_config import RunConfig
 from .tokenizer import load_tokenizer
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # 1,115,394 bytes
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingError(RuntimeError):
     pass
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
@@ -63,7 +54,7 @@ def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
 def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
     overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd") if getattr(config, k) is not None}
     overrides["dropout"] = config.dropout
-    if tokenizer.vocab_size != 50257:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
+    if tokenizer.vocab_size != GPT2_VOCAB_SIZE:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
         overrides["vocab_size"] = -(-tokenizer.vocab_size // 64) * 64
         overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
         overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
@@ -72,69 +63,6 @@ def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
         raise ValueError(f"--sequence_length {config.sequence_length} exceeds the model's context "
                          f"n_positions={model.n_positions}")
     return model
-
-
-def download_tiny_shakespeare(url: str = TINY_SHAKESPEARE_URL) -> Path:
-    """char-rnn's input.txt, downloaded once into nanogpt2's cache (next to HellaSwag's) and checked by sha256."""
-    from .hellaswag import cache_dir
-
-    path = cache_dir() / "tinyshakespeare.txt"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                data = response.read()
-        except OSError as error:
-            raise DataError(f"could not download Tiny Shakespeare from {url} ({error}); offline? pass a local "
-                            "copy with --train_file input.txt") from None
-        if hashlib.sha256(data).hexdigest() != TINY_SHAKESPEARE_SHA256:
-            raise DataError(f"the file downloaded from {url} is not Tiny Shakespeare (sha256 mismatch); pass a "
-                            "local copy with --train_file input.txt")
-        part = path.with_name(f".tmp-{path.name}")
-        part.write_bytes(data)
-        os.replace(part, path)
-    return path
-
-
-def load_token_data(config: RunConfig, tokenizer):
-    """(train arrays, validation arrays) from --data_dir, --train_file/--validation_file or (tiny) Tiny Shakespeare."""
-    if config.data_dir:
-        return (open_token_shards(config.data_dir, "train", tokenizer=tokenizer),
-                open_token_shards(config.data_dir, "val", tokenizer=tokenizer))
-    train_file = config.train_file
-    if train_file is None:
-        if config.preset != "tiny":
-            raise DataError("no training data: pass --data_dir (prepare_fineweb.py shards), --train_file or "
-                            "--dataset_name")
-        train_file = download_tiny_shakespeare()
-    train = tokenize_files(train_file, tokenizer, config.text_column)
-    if config.validation_file:
-        return [train], [tokenize_files(config.validation_file, tokenizer, config.text_column)]
-    split = int(len(train) * (1 - config.validation_split_percentage / 100))
-    return [train[:split]], [train[split:]]
-
-
-def streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
-    """--dataset_name or --streaming --train_file: documents tokenized on the fly. Validation is
-    --validation_file, or else the stream's first documents (eval_tokens of them), which training skips."""
-    if not (config.dataset_name or config.train_file):
-        raise DataError("--streaming needs --dataset_name (Hub) or --train_file (local .jsonl/.parquet/.txt)")
-    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True,
-                                   data_files=None if config.dataset_name else [config.train_file])
-    if config.validation_file:
-        validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
-    else:
-        validation, tokens = [], 0
-        for row in stream:
-            validation.append(row[config.text_column])
-            tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
-            if tokens > config.eval_tokens:
-                break
-        stream = stream.skip(len(validation))
-        validation_tokens = tokenize_documents(validation, tokenizer)
-    train = StreamingTrainLoader.from_dataset(stream, tokenizer, config.micro_batch_size, config.sequence_length,
-                                              rank, world_size, config.seed, config.text_column)
-    return train, [validation_tokens]
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -158,13 +86,32 @@ def resolve_resume(config: RunConfig) -> Path | None:
     return path
 
 
-def build_accelerator(config: RunConfig, trackers: list[str]):
-    """The Accelerator of a run: mixed precision, trackers, DDP settings, and FSDP also on CPU."""
+class MetricsLog:
+    """<output_dir>/metrics.jsonl, one JSON object per line; on resume the lines after the checkpoint go."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        elif enabled and resume_step is None and path.exists():
+            path.unlink()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def build_accelerator(config: RunConfig):
+    """The Accelerator of a run: precision `auto` is bf16 on CUDA, trackers from --report_to, DDP settings,
+    and FSDP also on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
     precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
+    trackers = [] if config.report_to == "none" else [config.report_to]
     # Gradients as views into DDP's all-reduce buckets: one copy of the gradients less, no copy per step.
     # static_graph stays off: with gradient accumulation under no_sync() it fails in torch 2.13
     # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED", reducer.cpp), and find_unused_parameters is off
@@ -175,6 +122,9 @@ def build_accelerator(config: RunConfig, trackers: list[str]):
     accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=config.output_dir,
                               cpu=not cuda, kwargs_handlers=[ddp])
     enable_fsdp_on_cpu(accelerator)
+    if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
+        raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
+                            f"(pip install {config.report_to}) or pass --report_to none")
     return accelerator
 
 
@@ -196,34 +146,15 @@ def enable_fsdp_on_cpu(accelerator) -> None:
     accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
-class MetricsLog:
-    """<output_dir>/metrics.jsonl, one JSON object per line; on resume the lines after the checkpoint go."""
+class PretrainingLoop:
+    """The loop of run_pretrain.py (not a `transformers.Trainer`: no callbacks, no compute_metrics); its
+    settings borrow TrainingArguments' names and meanings."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
-        self.path, self.enabled = path, enabled
-        if enabled and resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            write_text_atomic(path, "".join(line + "\n" for line in kept))
-        elif enabled and resume_step is None and path.exists():
-            path.unlink()
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-class Trainer:
     def __init__(self, config: RunConfig, accelerator=None):
         from accelerate.utils import set_seed
 
         self.config = config
-        trackers = [] if config.report_to == "none" else [config.report_to]
-        self.accelerator = accelerator or build_accelerator(config, trackers)
-        acc = self.accelerator
-        if trackers and not acc.log_with:  # Accelerate only warns, and would log nothing
-            raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
-                                f"(pip install {config.report_to}) or pass --report_to none")
+        self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
         if config.tf32 and self.device.type == "cuda":
@@ -238,19 +169,25 @@ class Trainer:
         self.tokenizer = load_tokenizer(config.tokenizer)
         set_seed(config.seed)
         self.model_config = model_config(config, self.tokenizer)
-        # Token ids are below the model's vocabulary: text is tokenized here, shards are checked on opening.
-        if config.dataset_name or config.streaming:
-            self.train_loader, val_arrays = streaming_data(config, self.tokenizer, acc.process_index,
+        self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
-        else:
-            train_arrays, val_arrays = load_token_data(config, self.tokenizer)
-            self.train_loader = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length,
-                                            acc.process_index, acc.num_processes, config.seed,
-                                            eot_token_id=self.tokenizer.eot_token_id)
-        val_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
-        self.val_loader = ValidationLoader(val_arrays, config.micro_batch_size, config.sequence_length, val_batches,
-                                           acc.process_index, acc.num_processes)
+        self._build_model_and_optimizer()
+        self.hellaswag_examples = None
+        self.pushed = None  # the last checkpoint pushed to the Hub
+        self.step, self.tokens_seen = 0, 0
 
+        resume = resolve_resume(config)
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self._prepare_output_dir()
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
+                                  self.step if resume is not None else None)
+        if config.report_to != "none":
+            acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
+                                                   if isinstance(v, (int, float, str, bool))})
+
+    def _build_model_and_optimizer(self) -> None:
+        config, acc = self.config, self.accelerator
         model = NanoGPT2ForCausalLM(self.model_config)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
@@ -262,23 +199,14 @@ class Trainer:
         self.train_model = torch.compile(self.model) if config.compile else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
-        self.hellaswag_examples = None
-        self.pushed = None  # the last checkpoint pushed to the Hub
-        self.step, self.tokens_seen = 0, 0
 
-        resume = resolve_resume(config)
-        if resume is not None:
-            self.load_checkpoint(resume)
-        if acc.is_main_process:
+    def _prepare_output_dir(self) -> None:
+        """Sweep the temporary directories of saves a kill interrupted; record the run's settings."""
+        if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            for unfinished in self.output_dir.glob(".tmp-checkpoint-*"):  # left by a kill during a save
+            for unfinished in self.output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):
                 shutil.rmtree(unfinished, ignore_errors=True)
-            write_text_atomic(self.output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
-        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
-                                  self.step if resume is not None else None)
-        if trackers:
-            acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+            atomic_write_text(self.output_dir / "config.json", json.dumps(dataclasses.asdict(self.config), indent=2))
 
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
@@ -298,7 +226,7 @@ class Trainer:
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(loss_sum, reduction="mean").item()  # the step's one host sync
+        loss = acc.reduce(loss_sum, reduction="mean").item()  # a host sync (float(grad_norm) below is another)
         self.step += 1
         self.tokens_seen += config.total_batch_size
         return loss, lr, float(grad_norm)
@@ -336,7 +264,7 @@ class Trainer:
         with self.accelerator.autocast():
             return evaluate_hellaswag(self.raw_model, self.tokenizer, self.hellaswag_examples,
                                       style=self.config.hellaswag_style, batch_size=16, device=self.device,
-                                      accelerator=None if fsdp else self.accelerator, progress=False)
+                                      accelerator=None if fsdp else self.accelerator, progress=False, sharded=fsdp)
 
     @torch.no_grad()
     def samples(self) -> list[str]:
@@ -375,10 +303,12 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """checkpoint-<step>/ written into a temporary directory by every process, renamed into place
-        by the main process: a kill at any moment leaves either the complete checkpoint or none."""
+        by the main process: a kill at any moment leaves either the complete checkpoint or none.
+        Not `fileio.atomic_directory`: that is one process's context manager, while here every process
+        writes into the same temporary directory (its own training state), so its name is fixed."""
         acc = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
-        tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
+        tmp = temporary_path(final, unique=False)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -392,15 +322,13 @@ class Trainer:
             model, model_state = self.model_for_saving(model_state)
             write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
             (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
-            self._write_model_card(tmp)
+            write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
+                             tokens=self.tokens_seen, final_dir=final)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            commit_directory(tmp, final)
             self._rotate_checkpoints()
-            if self.config.push_to_hub and self.config.hub_strategy == "checkpoint":
+            if self.config.push_to_hub and self.config.hub_strategy in ("every_save", "checkpoint"):
                 self._push(final)
         acc.wait_for_everyone()
         return final
@@ -446,22 +374,12 @@ class Trainer:
         acc.load_state(str(training_state))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
-    def _write_model_card(self, checkpoint: Path) -> None:
-        """README.md from the run's config.json and metrics.jsonl (when nanogpt2.model_card is present)."""
-        try:
-            from .model_card import write_model_card
-        except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.model_card":
-                raise
-            return
-        write_model_card(checkpoint, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
-                         tokens=self.tokens_seen)
-
     def _push(self, checkpoint: Path) -> None:
         from .publish import push_checkpoint
 
         push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens")
+                        commit_message=f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens",
+                        last_checkpoint=self.config.hub_strategy == "checkpoint")
         self.pushed = checkpoint
 
     # -- the loop -------------------------------------------------------------------------------

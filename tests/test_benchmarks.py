@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
@@ -32,6 +33,7 @@ def test_gpt2_124m_flops_per_token():
     assert 575e3 < 0.5 * 989e12 / model_flops_per_token(model, 1024) < 585e3
 
 
+@pytest.mark.slow
 def test_cpu_mode_runs_both_contenders(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run(

@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
-from nanogpt2.checkpoint import atomic_directory, save_model_checkpoint
+from nanogpt2.checkpoint import save_model_checkpoint
+from nanogpt2.fileio import atomic_directory
 
 # Makes `import nanogpt2` fail, as in an environment where the package is not installed.
 BLOCK_NANOGPT2 = textwrap.dedent("""
@@ -57,6 +58,7 @@ def test_layout_ties_and_single_copy_of_embedding(checkpoint):
     assert not any(p.name.startswith(".tmp-") for p in checkpoint.parent.iterdir())
 
 
+@pytest.mark.slow
 def test_auto_classes_reload_in_fresh_process(checkpoint):
     out = run_python(textwrap.dedent(f"""
         import torch, nanogpt2
@@ -75,6 +77,7 @@ def test_auto_classes_reload_in_fresh_process(checkpoint):
     assert out.strip().endswith("ok")
 
 
+@pytest.mark.slow
 def test_trust_remote_code_without_nanogpt2_installed(checkpoint):
     out = run_python(BLOCK_NANOGPT2 + textwrap.dedent(f"""
         import torch

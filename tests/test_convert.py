@@ -32,6 +32,7 @@ def test_fixture_round_trip(hf_gpt2_fixture_dir, tmp_path):
     assert max_logit_difference(reference, back) < 1e-4
 
 
+@pytest.mark.slow
 def test_random_gpt2_with_padding_both_ways(tmp_path):
     torch.manual_seed(1)
     config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
@@ -93,6 +94,7 @@ def test_unknown_checkpoints_are_refused(hf_gpt2_fixture_dir, tmp_path):
         convert_from_gpt2(str(bin_only), str(tmp_path / "z"))
 
 
+@pytest.mark.slow
 def test_offline_hub_id_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = subprocess.run([sys.executable, "-m", "nanogpt2.convert", "from-gpt2", "openai-community/gpt2",

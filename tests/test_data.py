@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt2.data import (DataError, StreamingTrainLoader, TrainLoader, ValidationLoader, load_hub_text_dataset,
-                           open_token_shards, tokenize_files)
+from nanogpt2.data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from nanogpt2.documents import tokenize_files
+from nanogpt2.sources import DataError, load_hub_text_dataset
 from nanogpt2.prepare import Source, prepare_shards
 from nanogpt2.tokenizer import load_tokenizer
 
@@ -110,8 +111,6 @@ def test_tokenize_files_two_processes_give_the_same_stream(tmp_path, english_mix
 def test_hub_dataset_offline_or_unreachable_fails_at_once(monkeypatch):
     with pytest.raises(DataError, match="cannot be loaded offline.*--data_files.*--train_file"):
         load_hub_text_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT")
-    with pytest.raises(DataError, match="offline"):
-        StreamingTrainLoader("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", load_tokenizer(), 2, 8)
     # no HF_HUB_OFFLINE but no connection: one failed request, not datasets' retries with back-off
     import huggingface_hub
 
@@ -140,8 +139,8 @@ def test_streaming_loader_exact_resume_across_epochs(small_jsonl):
     files, texts = small_jsonl
 
     def loader():
-        return StreamingTrainLoader(None, None, "train", load_tokenizer(), 2, 32, seed=3, data_files=files,
-                                    shuffle_buffer=8)
+        return StreamingTrainLoader(load_hub_text_dataset(None, data_files=files, streaming=True), load_tokenizer(),
+                                    2, 32, seed=3, shuffle_buffer=8)
 
     reference = loader()
     batches = [reference.next_batch() for _ in range(80)]
@@ -169,7 +168,7 @@ def test_streaming_loader_ranks_read_disjoint_documents(small_jsonl):
     seen = []
     for rank in range(2):
         dataset = load_hub_text_dataset(None, data_files=files, streaming=True)
-        loader = StreamingTrainLoader.from_dataset(dataset, tokenizer, 4, 32, rank, 2, seed=5, shuffle_buffer=4)
+        loader = StreamingTrainLoader(dataset, tokenizer, 4, 32, rank, 2, seed=5, shuffle_buffer=4)
         # consecutive windows share one token, so the inputs x, concatenated, are the rank's token stream
         stream = np.concatenate([loader.next_batch()[0].flatten().numpy() for _ in range(15)])
         documents = np.split(stream, np.flatnonzero(stream == 50256))[1:-1]  # whole documents only

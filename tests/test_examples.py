@@ -79,6 +79,7 @@ def test_gpt_char_refuses_a_bad_config_in_one_line(capsys):
     assert "--n_embd 130 must be a multiple of --n_head 4" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tokenization_report_runs(tinyshakespeare_file, tmp_path):
     from nanogpt2.tokenizer import load_tokenizer
 

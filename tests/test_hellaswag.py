@@ -14,9 +14,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
-from nanogpt2.hellaswag import (HELLASWAG_SHA256, PREDICTION_FIELDS, HellaSwagError, evaluate_hellaswag,
-                                harness_preprocess, load_hellaswag, load_model_and_tokenizer, render_example,
-                                verify_sha256)
+from eval_hellaswag import PREDICTION_FIELDS, load_model_and_tokenizer
+from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, harness_preprocess, load_hellaswag, render_example
+from nanogpt2.sources import HELLASWAG_SHA256, DataError, verify_sha256
 from nanogpt2.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,21 +168,21 @@ def test_harness_style_equals_lm_evaluation_harness_code(hellaswag_file, tokeniz
 
 
 def test_sha256_check(hellaswag_file, tmp_path):
-    verify_sha256(hellaswag_file, HELLASWAG_SHA256["validation"])
+    verify_sha256(hellaswag_file, HELLASWAG_SHA256["validation"], "HellaSwag")
     altered = tmp_path / "hellaswag_val.jsonl"
     altered.write_bytes(hellaswag_file.read_bytes()[:-10])
-    with pytest.raises(HellaSwagError, match="sha256"):
-        verify_sha256(altered, HELLASWAG_SHA256["validation"])
+    with pytest.raises(DataError, match="sha256"):
+        verify_sha256(altered, HELLASWAG_SHA256["validation"], "HellaSwag")
 
 
 def test_default_file_comes_from_cache_checked_or_fails_fast_offline(hellaswag_file, tmp_path, monkeypatch):
     monkeypatch.setenv("NANOGPT2_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HellaSwagError, match="--data_file"):
+    with pytest.raises(DataError, match="--data_file"):
         load_hellaswag(limit=3)
     cached = tmp_path / "hellaswag_val.jsonl"
     cached.write_bytes(hellaswag_file.read_bytes()[:-10])
-    with pytest.raises(HellaSwagError, match="sha256"):
+    with pytest.raises(DataError, match="sha256"):
         load_hellaswag(limit=3)
     shutil.copyfile(hellaswag_file, cached)
     assert load_hellaswag(limit=3) == load_hellaswag(hellaswag_file, limit=3)
@@ -236,6 +236,7 @@ def run_cli(*args, launcher=(sys.executable,)):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_one_and_two_processes_agree(tmp_path, hellaswag_file):
     torch.manual_seed(0)
     save_model_checkpoint(NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256)),
@@ -272,6 +273,7 @@ def test_directory_without_checkpoint(tmp_path):
         load_model_and_tokenizer(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(hellaswag_file):
     completed = run_cli("--model", "/nonexistent/ckpt", "--data_file", hellaswag_file, "--limit", 2)
     assert completed.returncode == 1 and "Traceback" not in completed.stderr
@@ -280,6 +282,7 @@ def test_cli_reports_bad_input_in_one_line(hellaswag_file):
                                         "as openai-community/gpt2")
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_contenders_agree(hellaswag_file):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

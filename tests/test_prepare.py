@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanogpt2.data import DataError, open_token_shards
+from nanogpt2.data import open_token_shards
+from nanogpt2.sources import DataError
 from nanogpt2.prepare import MANIFEST, Source, prepare_shards
 from nanogpt2.shards import HEADER_SIZE, open_shard, read_header, write_shard
 from nanogpt2.tokenizer import load_tokenizer
@@ -241,6 +242,7 @@ def test_offline_hub_dataset_fails_fast_with_a_one_line_hint(tmp_path, monkeypat
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_runs_and_counts_the_same_tokens(tmp_path, english_mix_file):
     with open(english_mix_file, encoding="utf-8") as f:
         (tmp_path / "docs.jsonl").write_text("".join(line for _, line in zip(range(60), f)), encoding="utf-8")

@@ -40,7 +40,7 @@ def pretrain_in_process(args, capsys) -> tuple[int, list[str]]:
 def validation_loss_of(checkpoint, train_file):
     """The mean loss of the first 9 (4 x 32) windows of the last 10% of train_file, computed directly."""
     from nanogpt2 import NanoGPT2ForCausalLM
-    from nanogpt2.data import tokenize_files
+    from nanogpt2.documents import tokenize_files
     from nanogpt2.tokenizer import load_tokenizer
 
     tokens = tokenize_files(train_file, load_tokenizer())
@@ -57,6 +57,7 @@ def train_losses(run_dir):
     return [r["train_loss"] for r in records if "train_loss" in r], [r for r in records if "val_loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare_file, hellaswag_file):
     run = tmp_path / "run"
@@ -90,6 +91,7 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
     assert not (resumed / ".tmp-checkpoint-6").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespeare_file):
     pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--max_steps", 2,
                       "--save_steps", 2, "--output_dir", tmp_path, "--report_to", "tensorboard"])
@@ -114,12 +116,12 @@ def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespe
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_file):
     from nanogpt2.run_config import resolve_config
-    from nanogpt2.training import Trainer
+    from nanogpt2.training import PretrainingLoop
 
     def gradients(micro_batch_size):
         config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(tmp_path),
                                          "--micro_batch_size", str(micro_batch_size), "--dropout", "0.0"])
-        trainer = Trainer(config)
+        trainer = PretrainingLoop(config)
         trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients, skip the update
         trainer.optimizer.zero_grad = lambda *args, **kwargs: None
         trainer.train_step()
@@ -151,6 +153,7 @@ def test_bad_inputs_give_clear_errors(args, message, tmp_path, tinyshakespeare_f
     assert code == 1 and message in last_line[0], last_line
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tinyshakespeare_file):
     result = pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--max_steps", 40,
                                "--save_steps", 1, "--eval_steps", 100, "--learning_rate", "1e9", "--warmup_steps",
@@ -174,6 +177,7 @@ def test_config_file_and_flags(tmp_path, tinyshakespeare_file):
         resolve_config(["--config_file", str(config_file)])
 
 
+@pytest.mark.slow
 def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_file, capsys):
     import numpy as np
 
@@ -201,16 +205,17 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
     assert code == 1 and "does not exist; create it with prepare_fineweb.py" in error[0]
 
 
+@pytest.mark.slow
 def test_compile_trains_like_eager_with_evaluation_in_the_same_run(tmp_path, tinyshakespeare_file, hellaswag_file):
     from nanogpt2.run_config import resolve_config
-    from nanogpt2.training import Trainer
+    from nanogpt2.training import PretrainingLoop
 
     def run(name, *extra):
         config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--hellaswag_file",
                                          str(hellaswag_file), "--hellaswag_limit", "4", "--max_steps", "2",
                                          "--eval_steps", "2", "--dropout", "0.0", "--output_dir",
                                          str(tmp_path / name), *extra])
-        trainer = Trainer(config)
+        trainer = PretrainingLoop(config)
         trainer.train()  # trains, validates, runs HellaSwag, samples and saves at step 2
         assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule) == ("--compile" in extra)
         return train_losses(tmp_path / name)
@@ -222,6 +227,7 @@ def test_compile_trains_like_eager_with_evaluation_in_the_same_run(tmp_path, tin
     assert (tmp_path / "compiled" / "checkpoint-2" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_file):
     args = SMALL + ["--train_file", english_mix_file, "--streaming", "--skip_hellaswag", "--num_samples", "0",
                     "--max_steps", 4, "--save_steps", 2, "--eval_steps", 2]
@@ -235,7 +241,7 @@ def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_f
 
 def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, tinyshakespeare_file):
     from nanogpt2.data import DataError
-    from nanogpt2.training import download_tiny_shakespeare
+    from nanogpt2.sources import download_tiny_shakespeare
 
     monkeypatch.setenv("NANOGPT2_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="offline\\? pass a local copy with --train_file"):

@@ -106,6 +106,11 @@ def test_files_to_upload_are_the_checkpoint_model_files(run, monkeypatch):
     assert calls["repo"] == ("someone/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert calls["message"] == f"Upload checkpoint-{STEPS} with nanogpt2"
     assert [p.relative_to(checkpoint).as_posix() for p in files_to_upload(checkpoint)] == expected
+    # --hub_strategy checkpoint: the whole checkpoint, training state included, also under last-checkpoint/
+    push_checkpoint(checkpoint, "someone/tiny", last_checkpoint=True)
+    everything = sorted(p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file())
+    assert calls["files"] == sorted(expected + [f"last-checkpoint/{name}" for name in everything])
+    assert "last-checkpoint/training_state/trainer_state.json" in calls["files"]
 
     class FailingApi(FakeApi):
         def create_commit(self, repo_id, operations, commit_message):
@@ -163,6 +168,7 @@ def _offline_env(tmp_path, offline: bool) -> dict:
     return {**env, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1" if offline else "0"}
 
 
+@pytest.mark.slow
 def test_run_pretrain_push_to_hub_without_token_stops_before_training(tmp_path, tinyshakespeare_file):
     output_dir = tmp_path / "run"
     result = subprocess.run([sys.executable, "run_pretrain.py", *TINY, "--train_file", str(tinyshakespeare_file),
@@ -173,6 +179,7 @@ def test_run_pretrain_push_to_hub_without_token_stops_before_training(tmp_path, 
     assert not (output_dir / "metrics.jsonl").exists() and not list(output_dir.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_publish_cli_offline_stops_before_touching_the_checkpoint(checkpoint_copy, tmp_path):
     card = (checkpoint_copy / "README.md").read_text()
     result = subprocess.run([sys.executable, "-m", "nanogpt2.publish", str(checkpoint_copy), "someone/tiny"],
@@ -216,6 +223,7 @@ def test_pipeline_sampling_and_streamer(run):
     assert streamed == tokenizer.decode(greedy[0, prompt_length:])
 
 
+@pytest.mark.slow
 def test_to_gpt2_export_and_remote_code_without_nanogpt2(run, tmp_path):
     from nanogpt2.convert import convert_to_gpt2
 

@@ -37,7 +37,7 @@ def test_trained_tokenizer_round_trips_every_line_and_has_the_asked_size(shakesp
     assert tokenizer.decode([tokenizer.eot_token_id]) == "<|endoftext|>"
     lines = tinyshakespeare_file.read_text().split("\n")
     lines += [line for path in sorted(FIXTURES.glob("*.txt")) for line in path.read_text().split("\n")]
-    encoded = tokenizer.encode_ordinary_batch(lines)
+    encoded = [tokenizer.encode_ordinary(line) for line in lines]
     assert [tokenizer.decode(ids) for ids in encoded] == lines  # also text it never saw: every byte is a token
     assert all(max(ids, default=0) < 1024 for ids in encoded)
     # it learned Shakespeare: far fewer tokens than bytes on the training text
@@ -75,10 +75,12 @@ def test_train_tokenizer_errors_name_the_flag_or_file(tmp_path, capsys):
     assert load_tokenizer(tmp_path / "tok").vocab_size < 2000
 
 
+@pytest.mark.slow
 def test_trained_tokenizer_through_prepare_and_pretraining(shakespeare_tokenizer, english_mix_file, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nanogpt2.data import DataError, open_token_shards
+    from nanogpt2.data import open_token_shards
+    from nanogpt2.sources import DataError
 
     data = tmp_path / "data"
     prepare = run("prepare_fineweb.py", "--data_files", english_mix_file, "--tokenizer", shakespeare_tokenizer,

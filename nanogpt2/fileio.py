@@ -1,0 +1,108 @@
+"""Crash-safe writes: a file or directory appears complete under its final name, or not at all.
+
+One temporary-name convention for the whole package: `.tmp-[<unique>-]<final name>`, hidden and beside
+the target, so a sweep of `.tmp-*` finds whatever a kill left behind, `publish` never uploads it, and the
+final name's extension stays last (matplotlib and others pick the format from it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def temporary_path(path: str | os.PathLike, unique: bool = True) -> Path:
+    """The temporary sibling of `path`: `.tmp-<pid>-<name>`, or `.tmp-<name>` when not `unique`."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}" if unique else f"{TMP_PREFIX}{path.name}")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, fsync: bool = False):
+    """Yield a temporary path to write; on success it replaces `path` in one rename, on failure it goes."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def temporary_directory(near: str | os.PathLike, name: str):
+    """A fresh `.tmp-<unique>-<name>` directory inside `near`, removed when the block ends."""
+    near = Path(near)
+    near.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, suffix=f"-{name}", dir=near))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(directory: str | os.PathLike):
+    """Yield a temporary sibling directory; on success it replaces `directory` in one rename.
+
+    A crash or kill inside the block leaves `directory` as it was (plus, at worst, a `.tmp-*` sibling)."""
+    directory = Path(directory)
+    with temporary_directory(directory.parent, directory.name) as tmp:
+        yield tmp
+        commit_directory(tmp, directory)
+
+
+def commit_directory(tmp: Path, directory: Path) -> None:
+    """fsync everything under `tmp`, then put it in place of `directory` (replacing an existing one)."""
+    fsync_tree(tmp)
+    if directory.exists():
+        old = temporary_path(directory.with_name(f"old-{directory.name}"))
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    fsync_dir(directory.parent)
+
+
+def fsync_tree(root: Path) -> None:
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(root)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
+           "temporary_directory", "atomic_directory", "commit_directory", "fsync_tree", "fsync_dir"]
