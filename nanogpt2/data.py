@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 import torch
@@ -297,3 +298,81 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
     train = StreamingTrainLoader(stream, tokenizer, config.micro_batch_size, config.sequence_length, rank, world_size,
                                  config.seed, config.text_column)
     return train, [validation_tokens]
+
+
+class BatchPrefetcher:
+    """Wraps a train loader (`next_batch`, `state_dict`, `load_state_dict`): a background thread reads
+    the next `depth` batches ahead and, with `pin_memory`, copies them into page-locked memory, so
+    `.to("cuda", non_blocking=True)` is a real asynchronous copy. `state_dict()` is the wrapped loader's
+    state after the last batch handed out (consumed), not after the last one read ahead, so resume is exact."""
+
+    def __init__(self, loader, depth: int = 2, pin_memory: bool = False):
+        self.loader, self.depth, self.pin_memory = loader, max(1, depth), pin_memory
+        self._thread, self._rewind = None, False
+        self._state = loader.state_dict()
+
+    def __getattr__(self, name):  # batch_size, seq_len, ... of the wrapped loader
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def _produce(self, queue, stop) -> None:
+        import copy
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    pass
+            return False
+
+        try:
+            while not stop.is_set():
+                x, y = self.loader.next_batch()
+                if self.pin_memory:
+                    x, y = x.pin_memory(), y.pin_memory()
+                put((x, y, copy.deepcopy(self.loader.state_dict())))
+        except BaseException as error:  # handed to the consumer, raised by next_batch
+            put(error)
+
+    def _start(self) -> None:
+        import threading
+
+        if self._rewind:  # a failed thread may have read past the consumed position
+            self.loader.load_state_dict(self._state)
+            self._rewind = False
+        self._queue, self._stop = Queue(maxsize=self.depth), threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(self._queue, self._stop), daemon=True,
+                                        name="nanogpt2-batch-prefetch")
+        self._thread.start()
+
+    def next_batch(self):
+        if self._thread is None:
+            self._start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):  # the thread has ended; the next call starts a new one
+            self._thread.join()
+            self._thread, self._rewind = None, True
+            raise item
+        x, y, self._state = item
+        return x, y
+
+    def close(self) -> None:
+        """Stops the reader thread; the wrapped loader is left at the consumed position (batches read
+        ahead are dropped) and reading resumes from there at the next `next_batch`."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.loader.load_state_dict(self._state)
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()
+        self.loader.load_state_dict(state)
+        self._state = self.loader.state_dict()

@@ -46,7 +46,7 @@ class RunConfig:
     seed: int = 1337
     mixed_precision: str = "auto"  # bf16 on CUDA, no on CPU
     tf32: bool = True
-    compile: bool = False
+    compile: str = "auto"  # auto: on for CUDA, off for CPU
     gradient_checkpointing: bool = False
     # evaluation, logging, checkpoints
     output_dir: str = "runs/nanogpt2"
@@ -102,7 +102,9 @@ HELP = {
     "adam_beta2": "AdamW beta2", "adam_epsilon": "AdamW epsilon", "max_grad_norm": "gradient-norm clip",
     "seed": "random seed (model init, data order, dropout)",
     "mixed_precision": "auto (bf16 on CUDA, none on CPU), bf16, fp16 or no",
-    "tf32": "allow TF32 matmuls on Ampere+ GPUs", "compile": "torch.compile the training step's model",
+    "tf32": "allow TF32 matmuls on Ampere+ GPUs",
+    "compile": "torch.compile the training step's model: auto (on for CUDA, off for CPU), true or false; "
+               "--compile alone means true",
     "gradient_checkpointing": "recompute activations in backward to save memory",
     "output_dir": "run directory: metrics, config, checkpoints", "eval_steps": "evaluate every N steps (and at the end)",
     "eval_tokens": "validation tokens per evaluation (the same set whatever the number of processes)",
@@ -121,6 +123,7 @@ HELP = {
     "hub_strategy": "as in transformers: end: push the final model; every_save: push the model at every save; "
                     "checkpoint: every_save, plus the whole latest checkpoint in last-checkpoint/ (for resuming)",
 }
+COMPILE_CHOICES = ["auto", "true", "false"]
 CHOICES = {"mixed_precision": ["auto", "bf16", "fp16", "no"], "hellaswag_style": ["completion", "harness"],
            "report_to": ["tensorboard", "wandb", "all", "none"],
            "hub_strategy": ["end", "every_save", "checkpoint", "all_checkpoints"]}
@@ -139,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(RunConfig):
         name = f"--{field.name}"
         default = field.default
+        if field.name == "compile":
+            parser.add_argument(name, nargs="?", const="true", type=str.lower, choices=COMPILE_CHOICES,
+                                default=None, help=f"{HELP[field.name]} (default: {default})")
+            parser.add_argument("--no-compile", dest="compile", action="store_const", const="false",
+                                help="same as --compile false")
+            continue
         if field.type == "bool":
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{HELP[field.name]} (default: {default})")
@@ -147,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(name, type=kind, default=None, choices=CHOICES.get(field.name),
                             help=f"{HELP[field.name]} (default: {default})")
     return parser
+
+
+def compile_enabled(config: RunConfig, device_type: str) -> bool:
+    """--compile auto compiles on CUDA only: on CPU compilation costs more time than a short run saves."""
+    value = str(config.compile).lower()  # RunConfig(compile=True) made in code counts too
+    return value == "true" or (value == "auto" and device_type == "cuda")
 
 
 def load_config_file(path: str) -> dict:
@@ -177,6 +192,10 @@ def resolve_config(argv=None) -> RunConfig:
     if preset not in PRESETS:
         raise ValueError(f"--preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
     config = RunConfig(**{**PRESET_TRAINING_DEFAULTS.get(preset, {}), **chosen})
+    if isinstance(config.compile, bool):  # `compile: true` in a YAML/JSON config file
+        config.compile = str(config.compile).lower()
+    if config.compile not in COMPILE_CHOICES:
+        raise ValueError(f"--compile {config.compile!r}: choose auto, true or false")
     for name in ("max_steps", "eval_steps", "save_steps", "logging_steps", "micro_batch_size", "sequence_length",
                  "total_batch_size"):
         if getattr(config, name) < 1:

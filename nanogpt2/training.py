@@ -19,18 +19,18 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
 from .checkpoint import write_model_files
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
-from .data import build_loaders
+from .data import BatchPrefetcher, build_loaders
 from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, cosine_lr
-from .run_config import RunConfig
+from .run_config import RunConfig, compile_enabled
 from .tokenizer import load_tokenizer
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -171,6 +171,9 @@ class PretrainingLoop:
         self.model_config = model_config(config, self.tokenizer)
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
+        # The next micro-batches are read (and pinned, on CUDA) in a background thread; the data position
+        # saved in checkpoints counts consumed batches only.
+        self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         self._build_model_and_optimizer()
         self.hellaswag_examples = None
         self.pushed = None  # the last checkpoint pushed to the Hub
@@ -196,7 +199,10 @@ class PretrainingLoop:
                                          self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
-        self.train_model = torch.compile(self.model) if config.compile else self.model
+        # --compile auto: on CUDA only. A model Accelerate compiled already (dynamo_config) is not wrapped twice.
+        accelerate_compiled = is_compiled_module(self.model)
+        self.compiled = accelerate_compiled or compile_enabled(config, self.device.type)
+        self.train_model = torch.compile(self.model) if self.compiled and not accelerate_compiled else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
 
@@ -391,7 +397,8 @@ class PretrainingLoop:
             n_params = sum(p.numel() for p in self.raw_model.parameters())
             bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
                       f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
-                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps")
+                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
+                      f"{', compiled' if self.compiled else ''}")
         last_checkpoint = None
         while self.step < config.max_steps:
             start = time.perf_counter()
@@ -421,6 +428,7 @@ class PretrainingLoop:
             if self.step % config.save_steps == 0 or done:
                 last_checkpoint = self.save_checkpoint()
         bar.close()
+        self.train_loader.close()
         if last_checkpoint is None:  # resumed at the end already
             last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
         if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:

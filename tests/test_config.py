@@ -51,3 +51,31 @@ def test_round_trip(tmp_path):
     config.save_pretrained(tmp_path)
     again = NanoGPT2Config.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("argv,value,on_cuda,on_cpu", [
+    ([], "auto", True, False),
+    (["--compile"], "true", True, True),
+    (["--compile", "true"], "true", True, True),
+    (["--compile", "False"], "false", False, False),
+    (["--no-compile"], "false", False, False),
+    (["--compile", "auto"], "auto", True, False),
+])
+def test_compile_defaults_to_auto_on_for_cuda_only(argv, value, on_cuda, on_cpu):
+    from nanogpt2.run_config import compile_enabled, resolve_config
+
+    config = resolve_config(["--preset", "tiny", *argv])
+    assert config.compile == value
+    assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
+    config.compile = {"true": True, "false": False}.get(value, value)  # a RunConfig made in code
+    assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
+
+
+def test_compile_from_a_config_file(tmp_path):
+    from nanogpt2.run_config import resolve_config
+
+    (tmp_path / "run.yaml").write_text("compile: false\n")
+    assert resolve_config(["--config_file", str(tmp_path / "run.yaml")]).compile == "false"
+    (tmp_path / "bad.json").write_text('{"compile": "sometimes"}')
+    with pytest.raises(ValueError, match="--compile 'sometimes'"):
+        resolve_config(["--config_file", str(tmp_path / "bad.json")])

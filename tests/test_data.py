@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt2.data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from nanogpt2.data import BatchPrefetcher, StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
 from nanogpt2.documents import tokenize_files
 from nanogpt2.sources import DataError, load_hub_text_dataset
 from nanogpt2.prepare import Source, prepare_shards
@@ -19,6 +19,38 @@ def prepared(tmp_path_factory, english_mix_file):
     manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), out, shard_size=100_000, num_proc=1,
                               max_tokens=400_000, progress=False)
     return out, manifest
+
+
+def test_prefetcher_hands_out_the_same_batches_and_saves_the_consumed_position(prepared):
+    out, _ = prepared
+    arrays = open_token_shards(out, "train")
+    plain, prefetched = TrainLoader(arrays, 2, 32, seed=3), BatchPrefetcher(TrainLoader(arrays, 2, 32, seed=3), depth=3)
+    for _ in range(4):
+        assert all(torch.equal(a, b) for a, b in zip(plain.next_batch(), prefetched.next_batch()))
+    # the thread reads up to `depth` batches ahead; the saved position is after the 4 handed out
+    state = json.loads(json.dumps(prefetched.state_dict()))
+    assert state == plain.state_dict() and prefetched.batch_size == 2
+    expected = plain.next_batch()[0]
+    restored = BatchPrefetcher(TrainLoader(arrays, 2, 32, seed=3))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.next_batch()[0], expected)
+    # close() rewinds the wrapped loader to the consumed position; reading continues from there
+    prefetched.close()
+    assert prefetched.loader.state_dict() == state
+    assert torch.equal(prefetched.next_batch()[0], expected)
+    prefetched.close(), restored.close()
+
+
+def test_prefetcher_raises_the_loaders_error_in_the_caller():
+    class Failing:
+        def state_dict(self):
+            return {}
+
+        def next_batch(self):
+            raise DataError("shard vanished")
+
+    with pytest.raises(DataError, match="shard vanished"):
+        BatchPrefetcher(Failing()).next_batch()
 
 
 def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
