@@ -3,7 +3,8 @@
 TrainLoader reads (B, T+1) windows of a virtual stream made of the documents of every token array,
 in an order reshuffled each epoch (shard order, then document order inside each shard), so the loss
 has no period tied to the data layout. Global window g goes to rank g % world_size, so ranks read
-disjoint windows; the state is (epoch, windows consumed), which makes resume exact.
+disjoint windows; the state is (epoch, windows consumed), which makes resume exact, also on another
+number of processes (the global window order does not depend on it).
 StreamingTrainLoader gives the same interface over a streaming `datasets` dataset.
 """
 
@@ -108,15 +109,28 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "seed": self.seed,
-                "world_size": self.world_size, "total_tokens": self.total_tokens}
+                "world_size": self.world_size, "total_tokens": self.total_tokens, "window_tokens": self.window_tokens}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "world_size", "total_tokens"):
-            if state.get(key) != getattr(self, key):
-                raise DataError(f"cannot resume the data position: {key} was {state.get(key)}, now "
-                                f"{getattr(self, key)}; resume with the same data, seed and number of processes")
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        """Resume at the saved position; a state saved by another number of processes is resharded."""
+        for key in ("seed", "total_tokens", "window_tokens"):
+            if key in state and state[key] != getattr(self, key):
+                raise DataError(f"cannot resume the data position: {key} was {state[key]}, now "
+                                f"{getattr(self, key)}; resume with the same data, seed and micro-batch x sequence length")
+        self.epoch, self.step_in_epoch = state["epoch"], self.reshard_position(state["step_in_epoch"],
+                                                                               state["world_size"])
         self._build_epoch()
+
+    def reshard_position(self, step_in_epoch: int, saved_world_size: int) -> int:
+        """This rank's step_in_epoch for a position saved by `saved_world_size` processes. Every rank had read
+        step_in_epoch windows, i.e. global windows [0, step_in_epoch x saved_world_size) of the epoch; since
+        global window g goes to rank g % world_size, the same stream continues on any world size dividing it."""
+        consumed = step_in_epoch * saved_world_size
+        if consumed % self.world_size:
+            raise DataError(f"cannot resume the data position of {saved_world_size} process(es) on {self.world_size}: "
+                            f"{consumed} windows read this epoch is not a multiple of {self.world_size}; pick a "
+                            "number of processes that, times --micro_batch_size, divides --total_batch_size")
+        return consumed // self.world_size
 
 
 class ValidationLoader:
@@ -218,7 +232,7 @@ class StreamingTrainLoader:
                 "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "rank", "world_size"):
+        for key in ("seed", "world_size", "rank"):
             if state.get(key) != getattr(self, key):
                 raise DataError(f"cannot resume the streaming position: {key} was {state.get(key)}, now "
                                 f"{getattr(self, key)}; resume with the same seed and number of processes")

@@ -104,20 +104,46 @@ class MetricsLog:
 
 
 def build_accelerator(config: RunConfig):
-    """The Accelerator of a run: precision `auto` is bf16 on CUDA, trackers from --report_to."""
+    """The Accelerator of a run: precision `auto` is bf16 on CUDA, trackers from --report_to, DDP settings,
+    and FSDP also on CPU."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
     precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
     trackers = [] if config.report_to == "none" else [config.report_to]
+    # Gradients as views into DDP's all-reduce buckets: one copy of the gradients less, no copy per step.
+    # static_graph stays off: with gradient accumulation under no_sync() it fails in torch 2.13
+    # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED", reducer.cpp), and find_unused_parameters is off
+    # already, which is what static_graph would save.
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
     # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
     # start real gloo process groups instead of independent single processes.
     accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=config.output_dir,
-                              cpu=not cuda)
+                              cpu=not cuda, kwargs_handlers=[ddp])
+    enable_fsdp_on_cpu(accelerator)
     if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
         raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
                             f"(pip install {config.report_to}) or pass --report_to none")
     return accelerator
+
+
+def enable_fsdp_on_cpu(accelerator) -> None:
+    """Honour an FSDP launch config (ACCELERATE_USE_FSDP) on CPU processes. Accelerate 1.15 picks its FSDP
+    mode only for accelerator devices: with cpu=True its state says MULTI_CPU and prepare() wraps the model
+    in DDP, silently. FSDP2 itself (fully_shard, torch.distributed.checkpoint, full state dicts) runs
+    on CPU with gloo, so the mode is set here, in both of Accelerate's shared states, before prepare()."""
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    if not (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.device.type == "cpu"
+            and accelerator.distributed_type == DistributedType.MULTI_CPU):
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch config's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise TrainingError("FSDP on CPU needs fsdp_version: 2 in the accelerate config")
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 class PretrainingLoop:
@@ -300,7 +326,8 @@ class PretrainingLoop:
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
         if acc.is_main_process:
-            write_model_files(self.raw_model, tmp, self.tokenizer, state_dict=model_state)
+            model, model_state = self.model_for_saving(model_state)
+            write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
             (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
             write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
                              tokens=self.tokens_seen, final_dir=final)
@@ -313,6 +340,22 @@ class PretrainingLoop:
         acc.wait_for_everyone()
         return final
 
+    def model_for_saving(self, state_dict: dict):
+        """(model, state_dict) for save_pretrained. FSDP2 changes the class of the model it shards into a
+        generated FSDP<name> subclass, which would end up in config.json's auto_map: a parameterless copy
+        on the meta device stands in, and the gathered tied weights share one tensor again, so that
+        model.safetensors stores the embedding once, as without FSDP."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.raw_model, FSDPModule):
+            return self.raw_model, state_dict
+        with torch.device("meta"):
+            model = NanoGPT2ForCausalLM(self.raw_model.config)
+        if model.config.tie_word_embeddings:
+            for tied, source in model._tied_weights_keys.items():
+                state_dict[tied] = state_dict[source]
+        return model, state_dict
+
     def _rotate_checkpoints(self) -> None:
         limit = self.config.save_total_limit
         if limit:
@@ -320,13 +363,22 @@ class PretrainingLoop:
                 shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = json.loads((path / "training_state" / "trainer_state.json").read_text())
-        if state["world_size"] != self.accelerator.num_processes:
-            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the same "
-                             f"number (now {self.accelerator.num_processes})")
-        self.accelerator.load_state(str(path / "training_state"))
-        data_file = path / "training_state" / f"data_rank{self.accelerator.process_index}.json"
-        self.train_loader.load_state_dict(json.loads(data_file.read_text()))
+        """Model, optimizer, RNG and data position. A checkpoint of another number of processes resumes too:
+        DDP's states are full, FSDP's are resharded by torch.distributed.checkpoint, and the data position
+        is resharded by the loader (any rank's file: all ranks of TrainLoader are at the same step). RNG
+        states exist only for the saved ranks, so dropout masks differ from the uninterrupted run then."""
+        acc = self.accelerator
+        training_state = path / "training_state"
+        state = json.loads((training_state / "trainer_state.json").read_text())
+        saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
+        if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
+            raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
+                             f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
+                             "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
+        same_world = state["world_size"] == acc.num_processes
+        data_file = training_state / f"data_rank{acc.process_index if same_world else 0}.json"
+        self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
+        acc.load_state(str(training_state))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
     def _push(self, checkpoint: Path) -> None:

@@ -88,6 +88,29 @@ def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
     assert np.array_equal(unshuffled.next_batch()[0].flatten(), np.asarray(arrays[0][: batch * seq]))
 
 
+def test_train_loader_state_reshards_to_another_number_of_processes(prepared):
+    """2 ranks after 3 batches each = global windows 0-5; 3 ranks continue at windows 6, 7, 8; 1 rank
+    reads them in order; 4 ranks cannot (6 windows read are not a multiple of 4)."""
+    arrays = open_token_shards(prepared[0], "train")
+    one = TrainLoader(arrays, 4, 64, seed=7)
+    stream = [one.next_batch()[0] for _ in range(9)]
+    two = [TrainLoader(arrays, 4, 64, rank=r, world_size=2, seed=7) for r in range(2)]
+    for loader in two:
+        for _ in range(3):
+            loader.next_batch()
+    state = json.loads(json.dumps(two[0].state_dict()))
+    for world_size in (1, 3):
+        loaders = [TrainLoader(arrays, 4, 64, rank=r, world_size=world_size, seed=7) for r in range(world_size)]
+        for loader in loaders:
+            loader.load_state_dict(state)
+        nxt = [batch[0] for _ in range(3 // world_size) for batch in (lo.next_batch() for lo in loaders)]
+        assert all(torch.equal(a, b) for a, b in zip(nxt, stream[6:9], strict=True))
+    with pytest.raises(DataError, match="6 windows read this epoch is not a multiple of 4"):
+        TrainLoader(arrays, 4, 64, rank=0, world_size=4, seed=7).load_state_dict(state)
+    with pytest.raises(DataError, match="window_tokens was 256, now 512"):
+        TrainLoader(arrays, 8, 64, seed=7).load_state_dict(state)
+
+
 def test_validation_loader_independent_of_process_count(prepared):
     out, _ = prepared
     arrays = open_token_shards(out, "val")
