@@ -133,6 +133,8 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
         "hidden_states": NanoGPT2Block,
         "attentions": OutputRecorder(NanoGPT2Attention, index=1),
     }
+    if not hasattr(PreTrainedModel, "activation_checkpointing_enable"):  # its name from transformers 5.24
+        activation_checkpointing_enable = PreTrainedModel.gradient_checkpointing_enable
 
     def _init_weights(self, module):
         """GPT-2 init: N(0, 0.02) weights, zero biases; the two residual projections of every block

@@ -67,11 +67,11 @@ def test_cached_step_logits_equal_full_forward(attn_implementation):
         full = ours(ids).logits
         out = ours(ids[:, :10], use_cache=True)
         steps = [out.logits]
-        cache = out.cache
+        cache = getattr(out, CACHE)  # `past_key_values` before transformers 5.24
         assert cache is not None and cache.get_seq_length() == 10
         for t in range(10, 24):
             out = ours(ids[:, t : t + 1], cache=cache, use_cache=True)
-            cache = out.cache
+            cache = getattr(out, CACHE)  # `past_key_values` before transformers 5.24
             steps.append(out.logits)
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
 
@@ -244,3 +244,19 @@ def test_compiled_training_graph_keeps_causal_sdpa_and_returns_only_the_loss():
     assert all(n.kwargs["is_causal"] is True and n.kwargs.get("attn_mask") is None for n in sdpa)
     (output,) = [n for n in graph.graph.nodes if n.op == "output"]
     assert all(v.meta["example_value"].numel() < 32 * 50257 for v in output.all_input_nodes), "logits output"
+
+
+def test_generate_feeds_one_token_per_step_through_the_cache():
+    """generate() must reuse the cache (it passes `cache` from transformers 5.24, `past_key_values` before)."""
+    _, ours = make_pair(ODD_SIZES[1])
+    seen = []
+
+    def record(module, args, kwargs):
+        cache = kwargs["cache"] if kwargs.get("cache") is not None else kwargs.get("past_key_values")
+        seen.append((kwargs["input_ids"].shape[1], None if cache is None else cache.get_seq_length()))
+
+    ours.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    ids = torch.randint(0, 101, (1, 7))
+    ours.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert [length for length, _ in seen] == [7, 1, 1, 1]
+    assert [past for _, past in seen[1:]] == [7, 8, 9]
