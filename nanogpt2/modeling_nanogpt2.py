@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -29,6 +30,11 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_nanogpt2 import NanoGPT2Config
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward argument, output field and
+# create_causal_mask keyword); 5.17-5.23 generate() passes and reads `past_key_values`. This file says
+# `cache` everywhere and uses this one name where it meets transformers.
+CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -53,7 +59,7 @@ class NanoGPT2Attention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -133,6 +139,8 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
         "hidden_states": NanoGPT2Block,
         "attentions": OutputRecorder(NanoGPT2Attention, index=1),
     }
+    if not hasattr(PreTrainedModel, "activation_checkpointing_enable"):  # its name from transformers 5.24
+        activation_checkpointing_enable = PreTrainedModel.gradient_checkpointing_enable
 
     def _init_weights(self, module):
         """GPT-2 init: N(0, 0.02) weights, zero biases; the two residual projections of every block
@@ -213,9 +221,14 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         seq_len = inputs_embeds.shape[1]
 
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)
         if use_cache and cache is None and not (self.gradient_checkpointing and self.training):
             cache = DynamicCache(config=self.config)
         past_len = cache.get_seq_length() if cache is not None else 0
+        # Plain causal attention over a fresh, unpadded batch (pretraining): no mask object, so SDPA keeps
+        # is_causal=True, and transformers' packed-sequence detection (a host sync) never runs.
+        plain_causal = attention_mask is None and position_ids is None and cache is None
+        plain_causal = plain_causal and self.config._attn_implementation != "flex_attention"
         if past_len + seq_len > self.config.n_positions:
             raise ValueError(
                 f"sequence of {past_len + seq_len} tokens is longer than the model's context "
@@ -227,18 +240,38 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             else:
                 position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
 
-        mask = create_causal_mask(
+        mask = None if plain_causal else create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            cache=cache,
             position_ids=position_ids,
+            **{CACHE: cache},
         )
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
         for block in self.h:
             hidden_states = block(hidden_states, attention_mask=mask, cache=cache, **kwargs)
         hidden_states = self.ln_f(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache if use_cache else None})
+
+
+def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
+    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T`: padded
+    vocabulary rows never enter (no -inf fill), and the fp32 copy is of these rows' logits only."""
+    logits = nn.functional.linear(hidden, head_weight[:real_vocab]).float()
+    return nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8):
+    """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss), computed a chunk of
+    rows at a time; each chunk's logits are recomputed in backward, so the full (rows, vocab) logits
+    never exist, in bf16 or fp32."""
+    hidden, targets = hidden.flatten(0, -2), targets.flatten()
+    total = sum(
+        checkpoint(real_vocab_cross_entropy, rows, head_weight, row_targets, real_vocab, use_reentrant=False)
+        for rows, row_targets in zip(hidden.chunk(chunks), targets.chunk(chunks))
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    return total / count
 
 
 class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
@@ -283,7 +316,15 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
-        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift."""
+        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
+
+        Training with targets takes the fast path: no KV cache, and the loss is computed in chunks over
+        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32)."""
+        shift_labels = kwargs.pop("shift_labels", None)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        has_targets = labels is not None or shift_labels is not None
+        if has_targets and use_cache is None:
+            use_cache = False  # scoring whole sequences: nothing to cache
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -294,26 +335,34 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
-        if self.config.tokenizer_vocab_size < self.config.vocab_size:
-            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
-            logits[..., self.config.tokenizer_vocab_size :] = float("-inf")
+        real_vocab = self.config.tokenizer_vocab_size
 
+        if has_targets and self.training:
+            if shift_labels is None:
+                shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch)
+            return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices])
+        if real_vocab < self.config.vocab_size:
+            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
+            logits[..., real_vocab:] = float("-inf")
         loss = None
-        if kwargs.get("shift_labels") is not None:
-            kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()  # the loss views it flat
-        if labels is not None or kwargs.get("shift_labels") is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if has_targets:
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                shift_labels=None if shift_labels is None else shift_labels.contiguous(),
+                num_items_in_batch=num_items_in_batch,
+            )
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE: getattr(outputs, CACHE)},
         )
 
 

@@ -1,6 +1,7 @@
 """NanoGPT2Config: presets, aliases, validation that names the field."""
 
 import pytest
+from huggingface_hub.errors import StrictDataclassError
 
 from nanogpt2 import PRESETS, NanoGPT2Config
 
@@ -35,10 +36,15 @@ def test_presets(name, shape):
     (dict(dropout=1.0), "dropout"),
     (dict(dropout=-0.1), "dropout"),
     (dict(vocab_size=100, tokenizer_vocab_size=101), "tokenizer_vocab_size"),
+    (dict(n_layer="12"), "n_layer"),
+    (dict(bias=1), "bias"),
 ])
 def test_invalid_values_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(StrictDataclassError, match=field):
         NanoGPT2Config(**kwargs)
+    with pytest.raises(ValueError, match=field) as error:  # the path run_pretrain.py turns into one line
+        NanoGPT2Config.from_preset("tiny", **kwargs)
+    assert "\n" not in str(error.value)
 
 
 def test_unknown_preset():
