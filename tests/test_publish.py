@@ -286,3 +286,39 @@ def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
     ours = [loss for prediction in ours["predictions"] for loss in prediction["sum_losses"]]
     assert len(ours) == len(theirs) == 16
     assert max(abs(a - b) for a, b in zip(theirs, ours)) < 1e-3, (theirs, ours)
+
+
+@pytest.mark.slow
+def test_lm_eval_hellaswag_local_task_offline_equals_eval_hellaswag_harness(run, hellaswag_file, tmp_path):
+    """The README's `lm_eval ... --tasks hellaswag_local` command, offline, on a tiny checkpoint: the shipped
+    task gives the acc/acc_norm of `eval_hellaswag.py --style harness`, example by example."""
+    pytest.importorskip("lm_eval", reason="lm_eval is in the dev extra: pip install -e '.[dev]'")
+    from transformers import AutoModelForCausalLM
+
+    from nanogpt2.hellaswag import evaluate_hellaswag, load_hellaswag
+    from nanogpt2.lm_eval_tasks import TASKS_DIR
+    from nanogpt2.tokenizer import load_tokenizer
+
+    checkpoint, limit = run / f"checkpoint-{STEPS}", 12
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds")}
+    tasks_dir = subprocess.run([sys.executable, "-m", "nanogpt2.lm_eval_tasks"], capture_output=True, text=True,
+                               check=True, cwd=REPO).stdout.strip()
+    assert tasks_dir == str(TASKS_DIR) and (TASKS_DIR / "hellaswag_local.yaml").is_file()
+    result = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+         f"pretrained={checkpoint},trust_remote_code=True", "--include_path", tasks_dir, "--tasks", "hellaswag_local",
+         "--metadata", f"hellaswag_file={hellaswag_file}", "--batch_size", "8", "--device", "cpu",
+         "--limit", str(limit), "--log_samples", "--output_path", str(tmp_path / "lm_eval")],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [results_file] = (tmp_path / "lm_eval").rglob("results_*.json")
+    theirs = json.loads(results_file.read_text())["results"]["hellaswag_local"]
+    [samples_file] = (tmp_path / "lm_eval").rglob("samples_hellaswag_local_*.jsonl")
+    their_docs = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda d: d["doc_id"])
+
+    ours = evaluate_hellaswag(AutoModelForCausalLM.from_pretrained(checkpoint), load_tokenizer(),
+                              load_hellaswag(hellaswag_file, limit=limit), style="harness", progress=False)
+    assert theirs["sample_len"] == ours["num_examples"] == limit
+    assert (theirs["acc,none"], theirs["acc_norm,none"]) == (ours["acc"], ours["acc_norm"])
+    assert [(d["acc"], d["acc_norm"]) for d in their_docs] == [
+        (float(p["pred"] == p["label"]), float(p["pred_norm"] == p["label"])) for p in ours["predictions"]]
