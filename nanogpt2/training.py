@@ -168,7 +168,7 @@ class PretrainingLoop:
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
         self._build_model_and_optimizer()
-        self.hellaswag_examples = None  # the --hellaswag_limit examples; all of them for --hellaswag_final_full
+        self.hellaswag_examples = None  # the first --hellaswag_limit examples, loaded at the first evaluation
         self.pushed = None  # the last checkpoint pushed to the Hub
         self.step, self.tokens_seen = 0, 0
 

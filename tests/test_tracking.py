@@ -27,13 +27,20 @@ def test_tracker_names_are_grouped():
 
 
 @pytest.mark.slow
-def test_tensorboard_scalars_grouped_and_samples_as_text(tmp_path, tinyshakespeare_file, capsys):
+def test_tensorboard_scalars_grouped_samples_as_text_and_final_full_hellaswag(tmp_path, tinyshakespeare_file,
+                                                                              hellaswag_file, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = tmp_path / "run"
-    code, error = pretrain_in_process(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run,
-                                             "--report_to", "tensorboard"], capsys)
+    run, hellaswag = tmp_path / "run", tmp_path / "hellaswag_12.jsonl"
+    hellaswag.write_text("".join(hellaswag_file.read_text().splitlines(keepends=True)[:12]))
+    args = [a for a in RUN if a != "--skip_hellaswag"] + [
+        "--train_file", tinyshakespeare_file, "--output_dir", run, "--report_to", "tensorboard", "--eval_steps", 2,
+        "--hellaswag_file", hellaswag, "--hellaswag_limit", 4, "--hellaswag_final_full"]
+    code, error = pretrain_in_process(args, capsys)
     assert code == 0, error
+    # --hellaswag_final_full: the limit during training, every example at the final step
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert [(e["step"], e["hellaswag_num_examples"], e["val_tokens"]) for e in evals] == [(2, 4, 1152), (4, 12, 1152)]
     scalars, texts = set(), {}
     for events in glob.glob(str(run / "nanogpt2" / "**" / "events.*"), recursive=True):
         accumulator = EventAccumulator(events, size_guidance={"tensors": 0, "scalars": 0})
@@ -41,9 +48,10 @@ def test_tensorboard_scalars_grouped_and_samples_as_text(tmp_path, tinyshakespea
         scalars |= set(accumulator.Tags()["scalars"])
         for tag in accumulator.Tags()["tensors"]:
             texts[tag] = [(e.step, e.tensor_proto.string_val[0].decode()) for e in accumulator.Tensors(tag)]
-    assert {"train/loss", "train/learning_rate", "train/grad_norm", "perf/tokens_per_sec", "eval/loss"} <= scalars
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "perf/tokens_per_sec", "eval/loss",
+            "eval/hellaswag_acc_norm", "eval/hellaswag_num_examples"} <= scalars
     assert all("/" in tag for tag in scalars)
-    assert [step for step, _ in texts["eval/samples/text_summary"]] == [4]
+    assert [step for step, _ in texts["eval/samples/text_summary"]] == [2, 4]
     assert "Hello, I'm a language model," in texts["eval/samples/text_summary"][0][1]
 
 
