@@ -3,6 +3,7 @@
 are read as they are, validated, and trained on; the Hub shard sets are named correctly."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,28 @@ def test_hub_shard_sets_and_offline_message(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="cannot download kjj0/fineweb10B-gpt2 offline"):
         fetch_shards("fineweb10B", tmp_path / "out", 1)
     assert not (tmp_path / "out").exists()
+
+
+def test_fetch_downloads_each_file_into_output_dir_and_reports_failures_in_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type, local_dir):  # the Hub, replaced: same signature subset
+        calls.append((repo_id, filename, repo_type, str(local_dir)))
+        if filename.endswith("000002.bin"):
+            raise ConnectionError("connection reset")
+        path = Path(local_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_llmc_shard(path, np.array([EOT, 1, 2, 3]))
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    paths = fetch_shards("finewebedu10B", tmp_path / "edu", 1)
+    assert calls == [("kjj0/finewebedu10B-gpt2", name, "dataset", str(tmp_path / "edu"))
+                     for name in ("finewebedu_val_000000.bin", "finewebedu_train_000001.bin")]
+    assert [len(a) for a in open_token_shards(tmp_path / "edu", "train")] == [4] and len(paths) == 2
+    with pytest.raises(DataError, match=r"could not download kjj0/fineweb10B-gpt2/fineweb_train_000002.bin "
+                                        r"\(ConnectionError\); check the connection and rerun"):
+        fetch_shards("fineweb10B", tmp_path / "web", 2)
