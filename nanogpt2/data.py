@@ -24,14 +24,20 @@ from .shards import open_shard
 from .sources import DataError, download_tiny_shakespeare, load_hub_text_dataset
 
 
+SHARD_EXTENSIONS = (".bin", ".npy")  # nanogpt2 and llm.c/modded-nanogpt .bin, build-nanogpt .npy
+
+
 def open_token_shards(data_dir, split: str, tokenizer=None) -> list[np.ndarray]:
-    """The memory-mapped, validated token shards of `split` ("train" or "val") in a prepare_fineweb.py directory."""
+    """The memory-mapped, validated token shards of `split` ("train" or "val") in a directory of
+    prepare_fineweb.py, llm.c/modded-nanogpt or build-nanogpt shards: files named `*_<split>_*.bin|.npy`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py")
-    files = sorted(data_dir.glob(f"*_{split}_*.bin"))
+        raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py "
+                        "(or python -m nanogpt2.fetch_shards)")
+    files = sorted(f for f in data_dir.glob(f"*_{split}_*") if f.suffix in SHARD_EXTENSIONS)
     if not files:
-        raise DataError(f"no {split} shards (*_{split}_*.bin) in {data_dir}; create them with prepare_fineweb.py")
+        raise DataError(f"no {split} shards (*_{split}_*.bin or .npy) in {data_dir}; create them with "
+                        "prepare_fineweb.py (or python -m nanogpt2.fetch_shards)")
     return [open_shard(f, tokenizer=tokenizer) for f in files]
 
 

@@ -55,6 +55,7 @@ class RunConfig:
     hellaswag_file: str | None = None
     hellaswag_limit: int | None = None
     hellaswag_style: str = "completion"
+    hellaswag_final_full: bool = False
     skip_hellaswag: bool = False
     sample_prompt: str = "Hello, I'm a language model,"
     num_samples: int = 4
@@ -111,6 +112,8 @@ HELP = {
     "hellaswag_file": "local hellaswag_val.jsonl (otherwise downloaded once)",
     "hellaswag_limit": "evaluate HellaSwag on the first N examples only",
     "hellaswag_style": "completion (build-nanogpt) or harness (lm-evaluation-harness)",
+    "hellaswag_final_full": "at the final step, score all HellaSwag examples whatever --hellaswag_limit (the model "
+                            "card reports a validation-split result only then)",
     "skip_hellaswag": "no HellaSwag during training", "sample_prompt": "prompt of the samples printed at evaluation",
     "num_samples": "samples per evaluation (0: none)", "sample_max_new_tokens": "tokens per sample",
     "logging_steps": "log train metrics every N steps", "save_steps": "checkpoint every N steps (and at the end)",

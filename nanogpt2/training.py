@@ -40,6 +40,28 @@ class TrainingError(RuntimeError):
     pass
 
 
+# metrics.jsonl keys -> tracker (TensorBoard, wandb) names, grouped as train/, eval/, perf/
+TRACKER_NAMES = {
+    "train_loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+    "tokens": "train/tokens_seen", "tokens_per_sec": "perf/tokens_per_sec", "mfu": "perf/mfu",
+    "val_loss": "eval/loss", "val_tokens": "eval/loss_tokens", "hellaswag_acc_norm": "eval/hellaswag_acc_norm",
+    "hellaswag_acc": "eval/hellaswag_acc", "hellaswag_num_examples": "eval/hellaswag_num_examples",
+}
+
+
+def tracker_values(record: dict) -> dict:
+    """A metrics.jsonl record as grouped tracker scalars (its step goes to the tracker's own step)."""
+    return {TRACKER_NAMES[key]: value for key, value in record.items() if key in TRACKER_NAMES}
+
+
+def describe_hardware(accelerator) -> str:
+    """"8 x NVIDIA H100 80GB HBM3" or "CPU (2 processes)": recorded with each checkpoint for its card."""
+    processes = accelerator.num_processes
+    if accelerator.device.type == "cuda":
+        return f"{processes} x {torch.cuda.get_device_name(accelerator.device)}"
+    return f"{accelerator.device.type.upper()} ({processes} process{'es' if processes > 1 else ''})"
+
+
 def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
     tokens_per_micro_step = config.micro_batch_size * config.sequence_length * world_size
     if config.total_batch_size % tokens_per_micro_step:
@@ -175,7 +197,7 @@ class PretrainingLoop:
         # saved in checkpoints counts consumed batches only.
         self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         self._build_model_and_optimizer()
-        self.hellaswag_examples = None
+        self.hellaswag_examples = None  # the first --hellaswag_limit examples, loaded at the first evaluation
         self.pushed = None  # the last checkpoint pushed to the Hub
         self.step, self.tokens_seen = 0, 0
 
@@ -187,7 +209,8 @@ class PretrainingLoop:
                                   self.step if resume is not None else None)
         if config.report_to != "none":
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+                                                   if isinstance(v, (int, float, str, bool))},
+                              init_kwargs={"wandb": {"dir": str(self.output_dir)}})  # not ./wandb
 
     def _build_model_and_optimizer(self) -> None:
         config, acc = self.config, self.accelerator
@@ -257,18 +280,22 @@ class PretrainingLoop:
         self.raw_model.train()
         return (total[0] / total[1]).item()
 
-    def hellaswag(self) -> dict | None:
+    def hellaswag(self, full: bool = False) -> dict | None:
+        """HellaSwag on the first --hellaswag_limit examples, or on all of them when `full`."""
         from .hellaswag import evaluate_hellaswag, load_hellaswag
 
         if self.config.skip_hellaswag:
             return None
         if self.hellaswag_examples is None:
             self.hellaswag_examples = load_hellaswag(self.config.hellaswag_file, limit=self.config.hellaswag_limit)
+        examples = self.hellaswag_examples
+        if full and self.config.hellaswag_limit is not None:
+            examples = load_hellaswag(self.config.hellaswag_file)
         # Split across ranks, except under FSDP: there every forward is collective and the ranks' shares
         # need different numbers of forwards, so every rank scores all examples.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         with self.accelerator.autocast():
-            return evaluate_hellaswag(self.raw_model, self.tokenizer, self.hellaswag_examples,
+            return evaluate_hellaswag(self.raw_model, self.tokenizer, examples,
                                       style=self.config.hellaswag_style, batch_size=16, device=self.device,
                                       accelerator=None if fsdp else self.accelerator, progress=False, sharded=fsdp)
 
@@ -290,21 +317,39 @@ class PretrainingLoop:
             self.raw_model.train()
         return [self.tokenizer.decode(row.tolist()) for row in out]
 
-    def evaluate(self, bar) -> dict:
-        record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss()}
-        result = self.hellaswag()
+    def evaluate(self, bar, final: bool = False) -> dict:
+        """Validation loss, HellaSwag (all examples at the final step with --hellaswag_final_full) and samples;
+        every metric with the number of tokens or examples it covers."""
+        record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss(),
+                  "val_tokens": self.val_loader.num_batches * self.config.micro_batch_size * self.config.sequence_length}
+        result = self.hellaswag(full=final and self.config.hellaswag_final_full)
         if result is not None:
             record["hellaswag_acc_norm"] = result["acc_norm"]
             record["hellaswag_acc"] = result["acc"]
-        for text in self.samples():
+            record["hellaswag_num_examples"] = result["num_examples"]
+        samples = self.samples()
+        for text in samples:
             bar.write(f"sample> {text!r}")
         message = f"step {self.step}: val loss {record['val_loss']:.4f}"
         if "hellaswag_acc_norm" in record:
-            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({len(self.hellaswag_examples)} ex.)"
+            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({record['hellaswag_num_examples']} ex.)"
         bar.write(message)
         self.metrics.write(record)
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+        self.accelerator.log(tracker_values(record), step=self.step)
+        self._log_samples(samples)
         return record
+
+    def _log_samples(self, samples: list[str]) -> None:
+        """Samples as text: a TensorBoard text entry, a wandb table (step, sample)."""
+        if not samples:
+            return
+        for tracker in self.accelerator.trackers:  # empty except on the main process
+            if tracker.name == "wandb":
+                tracker.log_table("eval/samples", columns=["step", "sample"],
+                                  data=[[self.step, text] for text in samples], step=self.step)
+            else:  # TensorBoard renders markdown: indent to keep the text as it is
+                tracker.log({"eval/samples": "\n\n".join("    " + text.replace("\n", "\n    ") for text in samples)},
+                            step=self.step)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -321,7 +366,8 @@ class PretrainingLoop:
         acc.wait_for_everyone()
         with quiet_saves():
             acc.save_state(str(tmp / "training_state"))
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes}
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes,
+                 "hardware": describe_hardware(acc)}
         (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
@@ -416,7 +462,7 @@ class PretrainingLoop:
                 if utilisation is not None:
                     record["mfu"] = utilisation
                 self.metrics.write(record)
-                acc.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+                acc.log(tracker_values(record), step=self.step)
             postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
                        "tok/s": f"{tokens_per_sec:,.0f}"}
             if utilisation is not None:
@@ -425,7 +471,7 @@ class PretrainingLoop:
             bar.update(1)
             done = self.step == config.max_steps
             if self.step % config.eval_steps == 0 or done:
-                self.evaluate(bar)
+                self.evaluate(bar, final=done)
             if self.step % config.save_steps == 0 or done:
                 last_checkpoint = self.save_checkpoint()
         bar.close()
