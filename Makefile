@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-floor clean
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,23 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-floor
+
+# The lowest transformers that setup.cfg declares (the one GPU images ship), beside the newest in .venv:
+# the model, cache, save/load, trust_remote_code and conversion tests run under it too. It is installed
+# into a folder that shadows .venv's copy through PYTHONPATH, with the huggingface_hub 1.x it needs.
+TRANSFORMERS_FLOOR := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
+FLOOR := .venv-floor
+FLOOR_TESTS := tests/test_model.py tests/test_config.py tests/test_checkpoint.py tests/test_convert.py tests/test_hf_conformance.py
+$(FLOOR)/.installed: setup.cfg | setup
+	rm -rf $(FLOOR)
+	$(PY) -m pip install -q --no-deps --target $(FLOOR) "transformers==$(TRANSFORMERS_FLOOR).*" \
+		"huggingface_hub>=1.5,<2" "httpx<1" httpcore h11 anyio
+	touch $@
+
+test-floor: $(FLOOR)/.installed
+	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; assert t.__version__.startswith('$(TRANSFORMERS_FLOOR)'), t.__version__"
+	PYTHONPATH=$(FLOOR) $(PY) -m pytest -q $(FLOOR_TESTS)
 
 # Local copies of the data when ../shared/data exists (offline machines); otherwise downloaded once.
 SHARED ?= ../shared/data
@@ -26,4 +43,4 @@ demo: setup
 	$(PY) -m nanogpt2.plot runs/tiny-shakespeare
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(FLOOR) runs

@@ -1,9 +1,11 @@
 """nanogpt2: GPT-2 (124M) pretraining from scratch, native to the Hugging Face stack.
 
-`import nanogpt2` registers the model with AutoConfig / AutoModelForCausalLM.
+`import nanogpt2` registers the config and every model class with its Auto class (AutoModel,
+AutoModelForCausalLM, ...ForSequenceClassification, ...ForTokenClassification, ...ForQuestionAnswering).
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+import transformers
+from transformers import AutoConfig
 
 from .configuration_nanogpt2 import (
     EOT_TOKEN_ID,
@@ -12,17 +14,29 @@ from .configuration_nanogpt2 import (
     PRESETS,
     NanoGPT2Config,
 )
-from .modeling_nanogpt2 import NanoGPT2ForCausalLM, NanoGPT2Model, NanoGPT2PreTrainedModel
+from .modeling_nanogpt2 import (
+    AUTO_CLASSES,
+    NanoGPT2ForCausalLM,
+    NanoGPT2ForQuestionAnswering,
+    NanoGPT2ForSequenceClassification,
+    NanoGPT2ForTokenClassification,
+    NanoGPT2Model,
+    NanoGPT2PreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
 AutoConfig.register(NanoGPT2Config.model_type, NanoGPT2Config, exist_ok=True)
-AutoModelForCausalLM.register(NanoGPT2Config, NanoGPT2ForCausalLM, exist_ok=True)
+for _auto_class, _model_class in AUTO_CLASSES.items():
+    getattr(transformers, _auto_class).register(NanoGPT2Config, _model_class, exist_ok=True)
 
 __all__ = [
     "NanoGPT2Config",
     "NanoGPT2ForCausalLM",
     "NanoGPT2Model",
+    "NanoGPT2ForSequenceClassification",
+    "NanoGPT2ForTokenClassification",
+    "NanoGPT2ForQuestionAnswering",
     "NanoGPT2PreTrainedModel",
     "PRESETS",
     "GPT2_VOCAB_SIZE",

@@ -2,9 +2,14 @@
 
 Field names follow OpenAI GPT-2 / nanoGPT (n_layer, n_head, n_embd, n_positions); the standard
 transformers names (hidden_size, num_attention_heads, ...) are aliases through `attribute_map`.
+Validated the way transformers' own GPT2Config is: huggingface_hub's `@strict` checks every field's
+type on assignment, the field validators below check the values, and the `validate_*` methods the
+fields' relations; errors name the field.
 """
 
-from transformers import PretrainedConfig
+from huggingface_hub.dataclasses import as_validated_field, strict
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PreTrainedConfig
 
 GPT2_VOCAB_SIZE = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
 PADDED_VOCAB_SIZE = 50304  # next multiple of 64 (build-nanogpt): faster matmuls on GPU
@@ -20,7 +25,20 @@ PRESETS = {
 }
 
 
-class NanoGPT2Config(PretrainedConfig):
+@as_validated_field
+def positive(value):
+    if value is not None and not value > 0:
+        raise ValueError(f"must be positive, got {value!r}")
+
+
+@as_validated_field
+def probability(value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+@strict
+class NanoGPT2Config(PreTrainedConfig):
     """Configuration of a GPT-2 style decoder.
 
     `vocab_size` is the number of rows of the embedding (may be padded, e.g. 50304 for speed);
@@ -29,7 +47,7 @@ class NanoGPT2Config(PretrainedConfig):
     """
 
     model_type = "nanogpt2"
-    keys_to_ignore_at_inference = ["cache"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     attribute_map = {
         "hidden_size": "n_embd",
         "num_attention_heads": "n_head",
@@ -37,16 +55,16 @@ class NanoGPT2Config(PretrainedConfig):
         "max_position_embeddings": "n_positions",
     }
 
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    n_positions: int = 1024
-    vocab_size: int = PADDED_VOCAB_SIZE
-    tokenizer_vocab_size: int | None = None
+    n_layer: int = positive(default=12)
+    n_head: int = positive(default=12)
+    n_embd: int = positive(default=768)
+    n_positions: int = positive(default=1024)
+    vocab_size: int = positive(default=PADDED_VOCAB_SIZE)
+    tokenizer_vocab_size: int | None = positive(default=None)
     bias: bool = True
-    dropout: float = 0.0
-    layer_norm_epsilon: float = 1e-5
-    initializer_range: float = 0.02
+    dropout: float | int = probability(default=0.0)
+    layer_norm_epsilon: float = positive(default=1e-5)
+    initializer_range: float = positive(default=0.02)
     tie_word_embeddings: bool = True
     use_cache: bool = True
     bos_token_id: int | None = EOT_TOKEN_ID
@@ -57,28 +75,17 @@ class NanoGPT2Config(PretrainedConfig):
         if self.tokenizer_vocab_size is None:
             padded_gpt2 = self.vocab_size == PADDED_VOCAB_SIZE
             self.tokenizer_vocab_size = GPT2_VOCAB_SIZE if padded_gpt2 else self.vocab_size
-        self._validate()
         super().__post_init__(**kwargs)
 
-    def _validate(self):
-        for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "tokenizer_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"NanoGPT2Config.{name} must be a positive integer, got {value!r}")
+    def validate_architecture(self):
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"NanoGPT2Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    def validate_vocabulary(self):
         if self.tokenizer_vocab_size > self.vocab_size:
             raise ValueError(
-                f"NanoGPT2Config.tokenizer_vocab_size ({self.tokenizer_vocab_size}) must not exceed "
-                f"vocab_size ({self.vocab_size})"
+                f"tokenizer_vocab_size ({self.tokenizer_vocab_size}) must not exceed vocab_size ({self.vocab_size})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"NanoGPT2Config.dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("layer_norm_epsilon", "initializer_range"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"NanoGPT2Config.{name} must be positive, got {getattr(self, name)!r}")
 
     @property
     def head_dim(self) -> int:
@@ -86,10 +93,14 @@ class NanoGPT2Config(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "NanoGPT2Config":
-        """A config for a named size: gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m or tiny."""
+        """A config for a named size: gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m or tiny.
+        An invalid override raises ValueError with a one-line message naming the field."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        try:
+            return cls(**{**PRESETS[name], **overrides})
+        except StrictDataclassError as error:
+            raise ValueError(f"NanoGPT2Config: {' '.join(str(error).split())}") from error
 
 
 __all__ = ["NanoGPT2Config", "PRESETS", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID"]

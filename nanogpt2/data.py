@@ -3,7 +3,8 @@
 TrainLoader reads (B, T+1) windows of a virtual stream made of the documents of every token array,
 in an order reshuffled each epoch (shard order, then document order inside each shard), so the loss
 has no period tied to the data layout. Global window g goes to rank g % world_size, so ranks read
-disjoint windows; the state is (epoch, windows consumed), which makes resume exact.
+disjoint windows; the state is (epoch, windows consumed), which makes resume exact, also on another
+number of processes (the global window order does not depend on it).
 StreamingTrainLoader gives the same interface over a streaming `datasets` dataset.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 import torch
@@ -22,14 +24,20 @@ from .shards import open_shard
 from .sources import DataError, download_tiny_shakespeare, load_hub_text_dataset
 
 
+SHARD_EXTENSIONS = (".bin", ".npy")  # nanogpt2 and llm.c/modded-nanogpt .bin, build-nanogpt .npy
+
+
 def open_token_shards(data_dir, split: str, tokenizer=None) -> list[np.ndarray]:
-    """The memory-mapped, validated token shards of `split` ("train" or "val") in a prepare_fineweb.py directory."""
+    """The memory-mapped, validated token shards of `split` ("train" or "val") in a directory of
+    prepare_fineweb.py, llm.c/modded-nanogpt or build-nanogpt shards: files named `*_<split>_*.bin|.npy`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py")
-    files = sorted(data_dir.glob(f"*_{split}_*.bin"))
+        raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py "
+                        "(or python -m nanogpt2.fetch_shards)")
+    files = sorted(f for f in data_dir.glob(f"*_{split}_*") if f.suffix in SHARD_EXTENSIONS)
     if not files:
-        raise DataError(f"no {split} shards (*_{split}_*.bin) in {data_dir}; create them with prepare_fineweb.py")
+        raise DataError(f"no {split} shards (*_{split}_*.bin or .npy) in {data_dir}; create them with "
+                        "prepare_fineweb.py (or python -m nanogpt2.fetch_shards)")
     return [open_shard(f, tokenizer=tokenizer) for f in files]
 
 
@@ -107,15 +115,28 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "seed": self.seed,
-                "world_size": self.world_size, "total_tokens": self.total_tokens}
+                "world_size": self.world_size, "total_tokens": self.total_tokens, "window_tokens": self.window_tokens}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "world_size", "total_tokens"):
-            if state.get(key) != getattr(self, key):
-                raise DataError(f"cannot resume the data position: {key} was {state.get(key)}, now "
-                                f"{getattr(self, key)}; resume with the same data, seed and number of processes")
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        """Resume at the saved position; a state saved by another number of processes is resharded."""
+        for key in ("seed", "total_tokens", "window_tokens"):
+            if key in state and state[key] != getattr(self, key):
+                raise DataError(f"cannot resume the data position: {key} was {state[key]}, now "
+                                f"{getattr(self, key)}; resume with the same data, seed and micro-batch x sequence length")
+        self.epoch, self.step_in_epoch = state["epoch"], self.reshard_position(state["step_in_epoch"],
+                                                                               state["world_size"])
         self._build_epoch()
+
+    def reshard_position(self, step_in_epoch: int, saved_world_size: int) -> int:
+        """This rank's step_in_epoch for a position saved by `saved_world_size` processes. Every rank had read
+        step_in_epoch windows, i.e. global windows [0, step_in_epoch x saved_world_size) of the epoch; since
+        global window g goes to rank g % world_size, the same stream continues on any world size dividing it."""
+        consumed = step_in_epoch * saved_world_size
+        if consumed % self.world_size:
+            raise DataError(f"cannot resume the data position of {saved_world_size} process(es) on {self.world_size}: "
+                            f"{consumed} windows read this epoch is not a multiple of {self.world_size}; pick a "
+                            "number of processes that, times --micro_batch_size, divides --total_batch_size")
+        return consumed // self.world_size
 
 
 class ValidationLoader:
@@ -217,7 +238,7 @@ class StreamingTrainLoader:
                 "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "rank", "world_size"):
+        for key in ("seed", "world_size", "rank"):
             if state.get(key) != getattr(self, key):
                 raise DataError(f"cannot resume the streaming position: {key} was {state.get(key)}, now "
                                 f"{getattr(self, key)}; resume with the same seed and number of processes")
@@ -283,3 +304,81 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
     train = StreamingTrainLoader(stream, tokenizer, config.micro_batch_size, config.sequence_length, rank, world_size,
                                  config.seed, config.text_column)
     return train, [validation_tokens]
+
+
+class BatchPrefetcher:
+    """Wraps a train loader (`next_batch`, `state_dict`, `load_state_dict`): a background thread reads
+    the next `depth` batches ahead and, with `pin_memory`, copies them into page-locked memory, so
+    `.to("cuda", non_blocking=True)` is a real asynchronous copy. `state_dict()` is the wrapped loader's
+    state after the last batch handed out (consumed), not after the last one read ahead, so resume is exact."""
+
+    def __init__(self, loader, depth: int = 2, pin_memory: bool = False):
+        self.loader, self.depth, self.pin_memory = loader, max(1, depth), pin_memory
+        self._thread, self._rewind = None, False
+        self._state = loader.state_dict()
+
+    def __getattr__(self, name):  # batch_size, seq_len, ... of the wrapped loader
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def _produce(self, queue, stop) -> None:
+        import copy
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    pass
+            return False
+
+        try:
+            while not stop.is_set():
+                x, y = self.loader.next_batch()
+                if self.pin_memory:
+                    x, y = x.pin_memory(), y.pin_memory()
+                put((x, y, copy.deepcopy(self.loader.state_dict())))
+        except BaseException as error:  # handed to the consumer, raised by next_batch
+            put(error)
+
+    def _start(self) -> None:
+        import threading
+
+        if self._rewind:  # a failed thread may have read past the consumed position
+            self.loader.load_state_dict(self._state)
+            self._rewind = False
+        self._queue, self._stop = Queue(maxsize=self.depth), threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(self._queue, self._stop), daemon=True,
+                                        name="nanogpt2-batch-prefetch")
+        self._thread.start()
+
+    def next_batch(self):
+        if self._thread is None:
+            self._start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):  # the thread has ended; the next call starts a new one
+            self._thread.join()
+            self._thread, self._rewind = None, True
+            raise item
+        x, y, self._state = item
+        return x, y
+
+    def close(self) -> None:
+        """Stops the reader thread; the wrapped loader is left at the consumed position (batches read
+        ahead are dropped) and reading resumes from there at the next `next_batch`."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.loader.load_state_dict(self._state)
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()
+        self.loader.load_state_dict(state)
+        self._state = self.loader.state_dict()

@@ -32,7 +32,7 @@ def flops_per_token(num_params: int, n_layer: int, n_head: int, head_dim: int, s
 def model_flops_per_token(model, seq_len: int) -> int:
     config = model.config
     return flops_per_token(non_embedding_parameters(model), config.n_layer, config.n_head,
-                           config.n_embd // config.n_head, seq_len)
+                           config.head_dim, seq_len)
 
 
 def device_peak_flops(device=None) -> float | None:

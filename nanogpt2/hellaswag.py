@@ -193,6 +193,7 @@ def _head_chunk_rows(device) -> int:
 def ending_losses(model, ids, mask, targets, sharded: bool = False) -> torch.Tensor:
     """Per-token cross-entropy (fp32) of the positions where `mask` is set, in row-major order. `sharded`:
     the model is FSDP-wrapped (the caller knows; run_pretrain passes it)."""
+    from .modeling_nanogpt2 import real_vocab_cross_entropy  # imported here: only this function needs the model
     unwrapped = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     base = getattr(unwrapped, "base_model", None)
     model_type = getattr(getattr(unwrapped, "config", None), "model_type", None)
@@ -200,15 +201,13 @@ def ending_losses(model, ids, mask, targets, sharded: bool = False) -> torch.Ten
     if model_type in HEAD_ON_HIDDEN_MODEL_TYPES and base is not None and base is not unwrapped and not sharded:
         head = unwrapped.get_output_embeddings()
         hidden = base(input_ids=ids).last_hidden_state[mask]
-        real_vocab = getattr(unwrapped.config, "tokenizer_vocab_size", None)  # nanogpt2's padding never counts
-        losses = []
+        # nanogpt2's padded vocabulary rows never count
+        real_vocab = getattr(unwrapped.config, "tokenizer_vocab_size", None) or head.weight.shape[0]
         chunk_rows = _head_chunk_rows(ids.device)
-        for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows)):
-            logits = head(rows).float()
-            if real_vocab is not None and real_vocab < logits.shape[-1]:
-                logits[:, real_vocab:] = float("-inf")
-            losses.append(torch.nn.functional.cross_entropy(logits, row_targets, reduction="none"))
-        return torch.cat(losses)
+        return torch.cat([
+            real_vocab_cross_entropy(rows, head.weight, row_targets, real_vocab, reduction="none")
+            for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows))
+        ])
     # Any other causal LM: its own forward, keeping only the last `keep` positions' logits when it can,
     # a few rows at a time so that rows x keep x vocab logits stay near 2**27 values (512 MB in fp32).
     keep = ids.shape[1] - int(mask.any(0).nonzero()[0])

@@ -12,17 +12,29 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_nanogpt2 import NanoGPT2Config
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward argument, output field and
+# create_causal_mask keyword); 5.17-5.23 generate() passes and reads `past_key_values`. This file says
+# `cache` everywhere and uses this one name where it meets transformers.
+CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -47,7 +59,7 @@ class NanoGPT2Attention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -127,6 +139,8 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
         "hidden_states": NanoGPT2Block,
         "attentions": OutputRecorder(NanoGPT2Attention, index=1),
     }
+    if not hasattr(PreTrainedModel, "activation_checkpointing_enable"):  # its name from transformers 5.24
+        activation_checkpointing_enable = PreTrainedModel.gradient_checkpointing_enable
 
     def _init_weights(self, module):
         """GPT-2 init: N(0, 0.02) weights, zero biases; the two residual projections of every block
@@ -145,6 +159,22 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Every save carries the two code files and an `auto_map` naming every head, so any Auto class
+        loads it with `trust_remote_code=True` where nanogpt2 is not installed."""
+        self.config.auto_map = {"AutoConfig": f"configuration_nanogpt2.{type(self.config).__name__}"} | {
+            auto_class: f"modeling_nanogpt2.{model_class.__name__}" for auto_class, model_class in AUTO_CLASSES.items()
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """As transformers', and `tokenizer_vocab_size` follows: `new_num_tokens` real tokens (rows that
+        `pad_to_multiple_of` adds stay padding whose logits are -inf)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        real = new_num_tokens if new_num_tokens is not None else self.config.tokenizer_vocab_size
+        self.config.tokenizer_vocab_size = min(real, self.config.vocab_size)
+        return embeddings
 
 
 def position_ids_from_attention_mask(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -191,9 +221,14 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         seq_len = inputs_embeds.shape[1]
 
+        cache = cache if cache is not None else kwargs.pop("past_key_values", None)
         if use_cache and cache is None and not (self.gradient_checkpointing and self.training):
             cache = DynamicCache(config=self.config)
         past_len = cache.get_seq_length() if cache is not None else 0
+        # Plain causal attention over a fresh, unpadded batch (pretraining): no mask object, so SDPA keeps
+        # is_causal=True, and transformers' packed-sequence detection (a host sync) never runs.
+        plain_causal = attention_mask is None and position_ids is None and cache is None
+        plain_causal = plain_causal and self.config._attn_implementation != "flex_attention"
         if past_len + seq_len > self.config.n_positions:
             raise ValueError(
                 f"sequence of {past_len + seq_len} tokens is longer than the model's context "
@@ -205,18 +240,38 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             else:
                 position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
 
-        mask = create_causal_mask(
+        mask = None if plain_causal else create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            cache=cache,
             position_ids=position_ids,
+            **{CACHE: cache},
         )
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
         for block in self.h:
             hidden_states = block(hidden_states, attention_mask=mask, cache=cache, **kwargs)
         hidden_states = self.ln_f(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache if use_cache else None})
+
+
+def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
+    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T`: padded
+    vocabulary rows never enter (no -inf fill), and the fp32 copy is of these rows' logits only."""
+    logits = nn.functional.linear(hidden, head_weight[:real_vocab]).float()
+    return nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8):
+    """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss), computed a chunk of
+    rows at a time; each chunk's logits are recomputed in backward, so the full (rows, vocab) logits
+    never exist, in bf16 or fp32."""
+    hidden, targets = hidden.flatten(0, -2), targets.flatten()
+    total = sum(
+        checkpoint(real_vocab_cross_entropy, rows, head_weight, row_targets, real_vocab, use_reentrant=False)
+        for rows, row_targets in zip(hidden.chunk(chunks), targets.chunk(chunks))
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    return total / count
 
 
 class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
@@ -236,6 +291,18 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Refuse, before generating anything, a request longer than the context of learned positions."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        if generation_config.max_length > self.config.n_positions:
+            new_tokens = generation_config.max_length - input_ids_length
+            raise ValueError(
+                f"prompt ({input_ids_length} tokens) + max_new_tokens ({new_tokens}) "
+                f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
+                "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
+                "with handle_long_generation='hole'"
+            )
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -249,7 +316,15 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
-        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift."""
+        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
+
+        Training with targets takes the fast path: no KV cache, and the loss is computed in chunks over
+        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32)."""
+        shift_labels = kwargs.pop("shift_labels", None)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        has_targets = labels is not None or shift_labels is not None
+        if has_targets and use_cache is None:
+            use_cache = False  # scoring whole sequences: nothing to cache
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -260,27 +335,128 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
-        if self.config.tokenizer_vocab_size < self.config.vocab_size:
-            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
-            logits[..., self.config.tokenizer_vocab_size :] = float("-inf")
+        real_vocab = self.config.tokenizer_vocab_size
 
+        if has_targets and self.training:
+            if shift_labels is None:
+                shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch)
+            return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices])
+        if real_vocab < self.config.vocab_size:
+            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
+            logits[..., real_vocab:] = float("-inf")
         loss = None
-        if kwargs.get("shift_labels") is not None:
-            kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()  # the loss views it flat
-        if labels is not None or kwargs.get("shift_labels") is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if has_targets:
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                shift_labels=None if shift_labels is None else shift_labels.contiguous(),
+                num_items_in_batch=num_items_in_batch,
+            )
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE: getattr(outputs, CACHE)},
         )
 
 
-__all__ = ["NanoGPT2ForCausalLM", "NanoGPT2Model", "NanoGPT2PreTrainedModel"]
+# -- the other GPT-2 heads (same parameter names and conventions as transformers' GPT2For*) -----------
+
+
+class NanoGPT2ForSequenceClassification(NanoGPT2PreTrainedModel):
+    """A linear `score` (no bias) on the last non-padding token of each row, as GPT-2's."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = NanoGPT2Model(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                **kwargs) -> SequenceClassifierOutputWithPast:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        logits = self.score(outputs.last_hidden_state)
+        batch_size = logits.shape[0]
+        pad_token_id = self.config.pad_token_id
+        if pad_token_id is None and batch_size != 1:
+            raise ValueError("a batch of more than one row needs config.pad_token_id to find each row's last token")
+        if pad_token_id is None or input_ids is None:
+            last_token = torch.full((batch_size,), -1, device=logits.device)
+        else:  # the rightmost non-pad token: works for left and right padding
+            non_pad = (input_ids != pad_token_id).to(logits.device, torch.int32)
+            positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
+            last_token = (positions * non_pad).argmax(-1)
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last_token]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=pooled_logits, config=self.config)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions)
+
+
+class NanoGPT2ForTokenClassification(NanoGPT2PreTrainedModel):
+    """Dropout then a linear `classifier` on every position, as GPT-2's (dropout: config.classifier_dropout,
+    else 0.1)."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = NanoGPT2Model(config)
+        classifier_dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(0.1 if classifier_dropout is None else classifier_dropout)
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                **kwargs) -> TokenClassifierOutput:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = self.loss_function(logits, labels, self.config) if labels is not None else None
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)
+
+
+class NanoGPT2ForQuestionAnswering(NanoGPT2PreTrainedModel):
+    """Extractive QA: a linear `qa_outputs` gives each position a span-start and a span-end logit."""
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.transformer = NanoGPT2Model(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+                start_positions=None, end_positions=None, **kwargs) -> QuestionAnsweringModelOutput:
+        outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        start_logits, end_logits = (t.contiguous() for t in self.qa_outputs(outputs.last_hidden_state).unbind(-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+AUTO_CLASSES = {
+    "AutoModel": NanoGPT2Model,
+    "AutoModelForCausalLM": NanoGPT2ForCausalLM,
+    "AutoModelForSequenceClassification": NanoGPT2ForSequenceClassification,
+    "AutoModelForTokenClassification": NanoGPT2ForTokenClassification,
+    "AutoModelForQuestionAnswering": NanoGPT2ForQuestionAnswering,
+}
+# Class-level state, set at import so that every save in this process copies the code files.
+NanoGPT2Config.register_for_auto_class()
+for _auto_class, _model_class in AUTO_CLASSES.items():
+    _model_class.register_for_auto_class(_auto_class)
+
+__all__ = ["NanoGPT2ForCausalLM", "NanoGPT2Model", "NanoGPT2PreTrainedModel", "NanoGPT2ForSequenceClassification",
+           "NanoGPT2ForTokenClassification", "NanoGPT2ForQuestionAnswering", "AUTO_CLASSES"]

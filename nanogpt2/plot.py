@@ -1,4 +1,6 @@
-"""Plot a run: train/val loss and HellaSwag against tokens, with GPT-2 / GPT-3 124M reference lines.
+"""Plot a run: train/val loss and HellaSwag against tokens, with the GPT-2 / GPT-3 124M reference lines
+that apply to it: the FineWeb-Edu validation loss only for a run on FineWeb-Edu, HellaSwag figures of the
+run's scoring style.
 
     python -m nanogpt2.plot runs/tiny            # writes runs/tiny/training_curves.png
 """
@@ -10,11 +12,50 @@ import json
 import sys
 from pathlib import Path
 
-# build-nanogpt's reference lines: OpenAI GPT-2 124M val loss on FineWeb-Edu and HellaSwag acc_norm
-# (completion style), and GPT-3 124M's HellaSwag from the GPT-3 paper (table 3.6 / appendix H).
-GPT2_124M_VAL_LOSS = 3.2924
-GPT2_124M_HELLASWAG = 0.2955
-GPT3_124M_HELLASWAG = 0.337
+# Published 124M figures (build-nanogpt's reference lines; lm-evaluation-harness for the harness style).
+GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on build-nanogpt's FineWeb-Edu validation shard
+GPT2_124M_HELLASWAG = 0.2955  # acc_norm, completion style, full validation split
+GPT2_124M_HELLASWAG_HARNESS = 0.3114  # acc_norm, lm-evaluation-harness, full validation split
+GPT3_124M_HELLASWAG = 0.337  # GPT-3 paper, table 3.6 / appendix H
+FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
+# shard file prefixes of FineWeb-Edu token sets: build-nanogpt (.npy, and prepare_fineweb.py's default), modded-nanogpt
+FINEWEB_EDU_SHARD_PREFIXES = ("edufineweb_", "finewebedu_")
+
+
+def training_dataset(config: dict) -> str | None:
+    """The Hub dataset a run trained on (its config.json as a dict): --dataset_name, the source recorded
+    in --data_dir's manifest by prepare_fineweb.py, or FineWeb-Edu for shards named as build-nanogpt and
+    modded-nanogpt name theirs; None otherwise (local text, other shards)."""
+    if config.get("dataset_name"):
+        return config["dataset_name"]
+    if not config.get("data_dir"):
+        return None
+    data_dir = Path(config["data_dir"])
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text()).get("settings", {}).get("source", {}).get("dataset_name")
+    if data_dir.is_dir() and any(f.name.startswith(FINEWEB_EDU_SHARD_PREFIXES) for f in data_dir.iterdir()):
+        return FINEWEB_EDU
+    return None
+
+
+def reference_lines(config: dict) -> dict[str, list[tuple[str, float]]]:
+    """{"loss": [(label, value)], "hellaswag": [...]}: the published figures this run can be compared with."""
+    loss = []
+    if training_dataset(config) == FINEWEB_EDU:
+        loss.append((f"OpenAI GPT-2 124M, FineWeb-Edu val ({GPT2_124M_VAL_LOSS})", GPT2_124M_VAL_LOSS))
+    if config.get("hellaswag_style", "completion") == "harness":
+        hellaswag = [(f"OpenAI GPT-2 124M, lm-eval harness ({GPT2_124M_HELLASWAG_HARNESS})",
+                      GPT2_124M_HELLASWAG_HARNESS)]
+    else:
+        hellaswag = [(f"OpenAI GPT-2 124M, completion style ({GPT2_124M_HELLASWAG})", GPT2_124M_HELLASWAG),
+                     (f"OpenAI GPT-3 124M, paper ({GPT3_124M_HELLASWAG})", GPT3_124M_HELLASWAG)]
+    return {"loss": loss, "hellaswag": hellaswag}
+
+
+def read_run_config(run_dir) -> dict:
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -24,7 +65,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_run(run_dir, output: str | Path | None = None, reference_lines: bool = True) -> Path:
+def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: bool = True) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,11 +75,12 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines: bool = 
     train = [r for r in records if "train_loss" in r]
     evals = [r for r in records if "val_loss" in r]
     hellaswag = [r for r in evals if "hellaswag_acc_norm" in r]
+    references = reference_lines(read_run_config(run_dir)) if reference_lines_shown else {"loss": [], "hellaswag": []}
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     left.plot([r["tokens"] for r in train], [r["train_loss"] for r in train], label="train loss", alpha=0.7)
     left.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val loss")
-    if reference_lines:
-        left.axhline(GPT2_124M_VAL_LOSS, color="r", linestyle="--", label=f"OpenAI GPT-2 124M ({GPT2_124M_VAL_LOSS})")
+    for (label, value), color in zip(references["loss"], "rg"):
+        left.axhline(value, color=color, linestyle="--", label=label)
     left.set_xlabel("tokens")
     left.set_ylabel("loss (nats)")
     left.set_title("Loss")
@@ -47,9 +89,9 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines: bool = 
         right.plot([r["tokens"] for r in hellaswag], [r["hellaswag_acc_norm"] for r in hellaswag], "o-",
                    label="this run")
     right.axhline(0.25, color="gray", linestyle=":", label="chance (0.25)")
-    if reference_lines:
-        right.axhline(GPT2_124M_HELLASWAG, color="r", linestyle="--", label=f"OpenAI GPT-2 124M ({GPT2_124M_HELLASWAG})")
-        right.axhline(GPT3_124M_HELLASWAG, color="g", linestyle="--", label=f"OpenAI GPT-3 124M ({GPT3_124M_HELLASWAG})")
+    if hellaswag:
+        for (label, value), color in zip(references["hellaswag"], "rg"):
+            right.axhline(value, color=color, linestyle="--", label=label)
     right.set_xlabel("tokens")
     right.set_ylabel("acc_norm")
     right.set_title("HellaSwag")
@@ -69,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no_reference_lines", action="store_true", help="omit the GPT-2/GPT-3 124M lines")
     args = parser.parse_args(argv)
     try:
-        path = plot_run(args.run_dir, args.output, reference_lines=not args.no_reference_lines)
+        path = plot_run(args.run_dir, args.output, reference_lines_shown=not args.no_reference_lines)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

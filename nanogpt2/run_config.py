@@ -37,6 +37,10 @@ def setting(default, help: str, *, aliases=(), at_least=None, at_most=None, abov
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def _alias(field_name: str) -> property:
+    return property(lambda self: getattr(self, field_name), lambda self, value: setattr(self, field_name, value))
+
+
 PRESET_NAMES = list(PRESETS)
 GPT2_124M_TOKENS_PER_STEP = 2**19  # build-nanogpt: 524,288 tokens per optimizer step
 
@@ -125,6 +129,9 @@ class RunConfig:
     hellaswag_limit: int | None = setting(None, "evaluate HellaSwag on the first N examples only", at_least=1)
     hellaswag_style: Literal["completion", "harness"] = setting(
         "completion", "completion (build-nanogpt) or harness (lm-evaluation-harness)")
+    hellaswag_final_full: bool = setting(False, "at the final step, score all HellaSwag examples whatever "
+                                         "--hellaswag_limit (the model card reports a validation-split result only "
+                                         "then)")
     skip_hellaswag: bool = setting(False, "no HellaSwag during training")
     sample_prompt: str = setting("Hello, I'm a language model,", "prompt of the samples printed at evaluation")
     num_samples: int = setting(4, "samples per evaluation (0: none)", at_least=0)
@@ -144,26 +151,12 @@ class RunConfig:
         "end", "as in transformers: end: push the final model; every_save: push the model at every save; "
         "checkpoint: every_save, plus the whole latest checkpoint in last-checkpoint/ (for resuming)")
 
-    # The names this project used before; code written against them keeps working.
-    @property
-    def micro_batch_size(self) -> int:
-        return self.per_device_train_batch_size
-
-    @property
-    def sequence_length(self) -> int:
-        return self.block_size
-
-    @property
-    def compile(self) -> str:
-        return self.torch_compile
-
-    @property
-    def tokenizer(self) -> str | None:
-        return self.tokenizer_name
-
-    @property
-    def hub_private(self) -> bool:
-        return self.hub_private_repo
+    # The names this project used before, read and written through; code written against them keeps working.
+    micro_batch_size = _alias("per_device_train_batch_size")
+    sequence_length = _alias("block_size")
+    compile = _alias("torch_compile")
+    tokenizer = _alias("tokenizer_name")
+    hub_private = _alias("hub_private_repo")
 
 
 # Training defaults of the tiny preset: a 2-core CPU trains it on Tiny Shakespeare in a few minutes. 2048 tokens
@@ -233,6 +226,8 @@ class SettingsParser(HfArgumentParser):
         field = copy.copy(field)
         field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items() if k not in CHECKS})
         HfArgumentParser._parse_dataclass_field(list(self.sections.values())[-1], field)
+        if typing.get_origin(TYPES[field.name]) is Literal:  # --mixed_precision BF16, --compile False
+            self._option_string_actions[f"--{field.name}"].type = str.lower
 
     def error(self, message):
         raise ValueError(message)
@@ -369,7 +364,8 @@ def resolve_config(argv=None) -> RunConfig:
 
 def compile_enabled(config: RunConfig, device_type: str) -> bool:
     """--torch_compile auto compiles on CUDA only: on CPU compilation costs more time than a short run saves."""
-    return config.torch_compile == "true" or (config.torch_compile == "auto" and device_type == "cuda")
+    value = str(config.torch_compile).lower()  # RunConfig(torch_compile=True) made in code counts too
+    return value == "true" or (value == "auto" and device_type == "cuda")
 
 
 def settle_batch(config: RunConfig, explicit: set, world_size: int) -> None:

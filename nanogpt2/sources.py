@@ -191,3 +191,28 @@ def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str], ki
         detail = " ".join(str(error).split())[:300]
         raise DataError(f"{flag} {name_or_path}: could not download it from the Hugging Face Hub "
                         f"({type(error).__name__}: {detail}); pass a local {kind} directory") from None
+
+
+def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type: str = "dataset", progress=None) -> list[Path]:
+    """Files of a Hub repository into `local_dir` (huggingface_hub: an interrupted download resumes, a
+    complete file is not fetched again). Offline or unreachable: one DataError line."""
+    if hub_offline():
+        raise DataError(f"cannot download {repo_id} offline (HF_HUB_OFFLINE is set); unset it, or copy the files "
+                        f"into {local_dir} yourself")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    paths = []
+    for filename in filenames:
+        try:
+            paths.append(Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_dir=local_dir)))
+        except (RepositoryNotFoundError, EntryNotFoundError):
+            raise DataError(f"{repo_id} ({repo_type}) has no file {filename} on the Hub") from None
+        except HfHubHTTPError as error:
+            raise DataError(f"the Hub refused {repo_id}/{filename}: {str(error).splitlines()[0]}") from None
+        except Exception as error:  # no connection: huggingface_hub's HTTP client raises its own transport errors
+            raise DataError(f"could not download {repo_id}/{filename} ({type(error).__name__}); check the "
+                            "connection and rerun: finished files are kept, a partial one resumes") from None
+        if progress is not None:
+            progress(paths[-1])
+    return paths

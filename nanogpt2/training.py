@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
-from .checkpoint import write_model_files
+from .checkpoint import quiet_saves, write_model_files
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
 from .convert import load_pretrained, pretrained_config
-from .data import build_loaders
+from .data import BatchPrefetcher, build_loaders
 from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .model_card import write_model_card
@@ -40,6 +40,28 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 class TrainingError(RuntimeError):
     pass
+
+
+# metrics.jsonl keys -> tracker (TensorBoard, wandb) names, grouped as train/, eval/, perf/
+TRACKER_NAMES = {
+    "train_loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+    "tokens": "train/tokens_seen", "tokens_per_sec": "perf/tokens_per_sec", "mfu": "perf/mfu",
+    "val_loss": "eval/loss", "val_tokens": "eval/loss_tokens", "hellaswag_acc_norm": "eval/hellaswag_acc_norm",
+    "hellaswag_acc": "eval/hellaswag_acc", "hellaswag_num_examples": "eval/hellaswag_num_examples",
+}
+
+
+def tracker_values(record: dict) -> dict:
+    """A metrics.jsonl record as grouped tracker scalars (its step goes to the tracker's own step)."""
+    return {TRACKER_NAMES[key]: value for key, value in record.items() if key in TRACKER_NAMES}
+
+
+def describe_hardware(accelerator) -> str:
+    """"8 x NVIDIA H100 80GB HBM3" or "CPU (2 processes)": recorded with each checkpoint for its card."""
+    processes = accelerator.num_processes
+    if accelerator.device.type == "cuda":
+        return f"{processes} x {torch.cuda.get_device_name(accelerator.device)}"
+    return f"{accelerator.device.type.upper()} ({processes} process{'es' if processes > 1 else ''})"
 
 
 def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
@@ -129,23 +151,49 @@ def resolve_precision(config: RunConfig, cuda: bool) -> tuple[str, str]:
 
 def build_accelerator(config: RunConfig):
     """The Accelerator of a run: its device (--use_cpu or `accelerate launch --cpu` force the CPU), its
-    precision (`resolve_precision`), trackers from --report_to. The choice is printed once."""
+    precision (`resolve_precision`), trackers from --report_to, DDP settings, and FSDP also on CPU. The
+    device and precision are printed once."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     forced_cpu = config.use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     cuda = torch.cuda.is_available() and not forced_cpu
     precision, origin = resolve_precision(config, cuda)
     trackers = [] if config.report_to == "none" else [config.report_to]
+    # Gradients as views into DDP's all-reduce buckets: one copy of the gradients less, no copy per step.
+    # static_graph stays off: with gradient accumulation under no_sync() it fails in torch 2.13
+    # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED", reducer.cpp), and find_unused_parameters is off
+    # already, which is what static_graph would save.
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
     # cpu=True on a GPU-less machine also makes the torchrun path (accelerate_configs/cpu_2proc.yaml)
     # start real gloo process groups instead of independent single processes.
     accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=config.output_dir,
-                              cpu=not cuda)
+                              cpu=not cuda, kwargs_handlers=[ddp])
+    enable_fsdp_on_cpu(accelerator)
     if trackers and not accelerator.log_with:  # Accelerate only warns, and would log nothing
         raise TrainingError(f"--report_to {config.report_to}: that tracker is not installed "
                             f"(pip install {config.report_to}) or pass --report_to none")
     accelerator.print(f"nanogpt2: {accelerator.num_processes} process(es) on {accelerator.device.type}, "
                       f"mixed precision {precision} ({origin})")
     return accelerator
+
+
+def enable_fsdp_on_cpu(accelerator) -> None:
+    """Honour an FSDP launch config (ACCELERATE_USE_FSDP) on CPU processes. Accelerate 1.15 picks its FSDP
+    mode only for accelerator devices: with cpu=True its state says MULTI_CPU and prepare() wraps the model
+    in DDP, silently. FSDP2 itself (fully_shard, torch.distributed.checkpoint, full state dicts) runs
+    on CPU with gloo, so the mode is set here, in both of Accelerate's shared states, before prepare()."""
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    if not (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.device.type == "cpu"
+            and accelerator.distributed_type == DistributedType.MULTI_CPU):
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch config's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise TrainingError("FSDP on CPU needs fsdp_version: 2 in the accelerate config")
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 class PretrainingLoop:
@@ -177,8 +225,11 @@ class PretrainingLoop:
         if config.max_steps is None:  # --num_train_epochs
             config.max_steps = steps_for_epochs(config.num_train_epochs, self.train_loader.total_tokens,
                                                 config.total_batch_size)
+        # The next micro-batches are read (and pinned, on CUDA) in a background thread; the data position
+        # saved in checkpoints counts consumed batches only.
+        self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         self._build_model_and_optimizer()
-        self.hellaswag_examples = None
+        self.hellaswag_examples = None  # the first --hellaswag_limit examples, loaded at the first evaluation
         self.pushed = None  # the last checkpoint pushed to the Hub
         self.step, self.tokens_seen = 0, 0
 
@@ -190,7 +241,8 @@ class PretrainingLoop:
                                   self.step if resume is not None else None)
         if config.report_to != "none":
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+                                                   if isinstance(v, (int, float, str, bool))},
+                              init_kwargs={"wandb": {"dir": str(self.output_dir)}})  # not ./wandb
 
     def _build_model_and_optimizer(self) -> None:
         config, acc = self.config, self.accelerator
@@ -205,7 +257,10 @@ class PretrainingLoop:
                                          self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
-        self.train_model = torch.compile(self.model) if compile_enabled(config, self.device.type) else self.model
+        # --compile auto: on CUDA only. A model Accelerate compiled already (dynamo_config) is not wrapped twice.
+        accelerate_compiled = is_compiled_module(self.model)
+        self.compiled = accelerate_compiled or compile_enabled(config, self.device.type)
+        self.train_model = torch.compile(self.model) if self.compiled and not accelerate_compiled else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
 
@@ -261,18 +316,22 @@ class PretrainingLoop:
         self.raw_model.train()
         return (total[0] / total[1]).item()
 
-    def hellaswag(self) -> dict | None:
+    def hellaswag(self, full: bool = False) -> dict | None:
+        """HellaSwag on the first --hellaswag_limit examples, or on all of them when `full`."""
         from .hellaswag import evaluate_hellaswag, load_hellaswag
 
         if self.config.skip_hellaswag:
             return None
         if self.hellaswag_examples is None:
             self.hellaswag_examples = load_hellaswag(self.config.hellaswag_file, limit=self.config.hellaswag_limit)
+        examples = self.hellaswag_examples
+        if full and self.config.hellaswag_limit is not None:
+            examples = load_hellaswag(self.config.hellaswag_file)
         # Split across ranks, except under FSDP: there every forward is collective and the ranks' shares
         # need different numbers of forwards, so every rank scores all examples.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         with self.accelerator.autocast():
-            return evaluate_hellaswag(self.raw_model, self.tokenizer, self.hellaswag_examples,
+            return evaluate_hellaswag(self.raw_model, self.tokenizer, examples,
                                       style=self.config.hellaswag_style, batch_size=16, device=self.device,
                                       accelerator=None if fsdp else self.accelerator, progress=False, sharded=fsdp)
 
@@ -294,21 +353,39 @@ class PretrainingLoop:
             self.raw_model.train()
         return [self.tokenizer.decode(row.tolist()) for row in out]
 
-    def evaluate(self, bar) -> dict:
-        record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss()}
-        result = self.hellaswag()
+    def evaluate(self, bar, final: bool = False) -> dict:
+        """Validation loss, HellaSwag (all examples at the final step with --hellaswag_final_full) and samples;
+        every metric with the number of tokens or examples it covers."""
+        record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss(),
+                  "val_tokens": self.val_loader.num_batches * self.config.micro_batch_size * self.config.sequence_length}
+        result = self.hellaswag(full=final and self.config.hellaswag_final_full)
         if result is not None:
             record["hellaswag_acc_norm"] = result["acc_norm"]
             record["hellaswag_acc"] = result["acc"]
-        for text in self.samples():
+            record["hellaswag_num_examples"] = result["num_examples"]
+        samples = self.samples()
+        for text in samples:
             bar.write(f"sample> {text!r}")
         message = f"step {self.step}: val loss {record['val_loss']:.4f}"
         if "hellaswag_acc_norm" in record:
-            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({len(self.hellaswag_examples)} ex.)"
+            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({record['hellaswag_num_examples']} ex.)"
         bar.write(message)
         self.metrics.write(record)
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+        self.accelerator.log(tracker_values(record), step=self.step)
+        self._log_samples(samples)
         return record
+
+    def _log_samples(self, samples: list[str]) -> None:
+        """Samples as text: a TensorBoard text entry, a wandb table (step, sample)."""
+        if not samples:
+            return
+        for tracker in self.accelerator.trackers:  # empty except on the main process
+            if tracker.name == "wandb":
+                tracker.log_table("eval/samples", columns=["step", "sample"],
+                                  data=[[self.step, text] for text in samples], step=self.step)
+            else:  # TensorBoard renders markdown: indent to keep the text as it is
+                tracker.log({"eval/samples": "\n\n".join("    " + text.replace("\n", "\n    ") for text in samples)},
+                            step=self.step)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -323,13 +400,16 @@ class PretrainingLoop:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp / "training_state"))
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes}
+        with quiet_saves():
+            acc.save_state(str(tmp / "training_state"))
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes,
+                 "hardware": describe_hardware(acc)}
         (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
         if acc.is_main_process:
-            write_model_files(self.raw_model, tmp, self.tokenizer, state_dict=model_state)
+            model, model_state = self.model_for_saving(model_state)
+            write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
             (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
             write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
                              tokens=self.tokens_seen, final_dir=final)
@@ -342,6 +422,22 @@ class PretrainingLoop:
         acc.wait_for_everyone()
         return final
 
+    def model_for_saving(self, state_dict: dict):
+        """(model, state_dict) for save_pretrained. FSDP2 changes the class of the model it shards into a
+        generated FSDP<name> subclass, which would end up in config.json's auto_map: a parameterless copy
+        on the meta device stands in, and the gathered tied weights share one tensor again, so that
+        model.safetensors stores the embedding once, as without FSDP."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.raw_model, FSDPModule):
+            return self.raw_model, state_dict
+        with torch.device("meta"):
+            model = NanoGPT2ForCausalLM(self.raw_model.config)
+        if model.config.tie_word_embeddings:
+            for tied, source in model._tied_weights_keys.items():
+                state_dict[tied] = state_dict[source]
+        return model, state_dict
+
     def _rotate_checkpoints(self) -> None:
         limit = self.config.save_total_limit
         if limit:
@@ -349,13 +445,22 @@ class PretrainingLoop:
                 shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = json.loads((path / "training_state" / "trainer_state.json").read_text())
-        if state["world_size"] != self.accelerator.num_processes:
-            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume it with the same "
-                             f"number (now {self.accelerator.num_processes})")
-        self.accelerator.load_state(str(path / "training_state"))
-        data_file = path / "training_state" / f"data_rank{self.accelerator.process_index}.json"
-        self.train_loader.load_state_dict(json.loads(data_file.read_text()))
+        """Model, optimizer, RNG and data position. A checkpoint of another number of processes resumes too:
+        DDP's states are full, FSDP's are resharded by torch.distributed.checkpoint, and the data position
+        is resharded by the loader (any rank's file: all ranks of TrainLoader are at the same step). RNG
+        states exist only for the saved ranks, so dropout masks differ from the uninterrupted run then."""
+        acc = self.accelerator
+        training_state = path / "training_state"
+        state = json.loads((training_state / "trainer_state.json").read_text())
+        saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
+        if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
+            raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
+                             f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
+                             "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
+        same_world = state["world_size"] == acc.num_processes
+        data_file = training_state / f"data_rank{acc.process_index if same_world else 0}.json"
+        self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
+        acc.load_state(str(training_state))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
     def _push(self, checkpoint: Path) -> None:
@@ -375,7 +480,8 @@ class PretrainingLoop:
             n_params = sum(p.numel() for p in self.raw_model.parameters())
             bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
                       f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
-                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps")
+                      f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
+                      f"{', compiled' if self.compiled else ''}")
         last_checkpoint = None
         while self.step < config.max_steps:
             start = time.perf_counter()
@@ -392,7 +498,7 @@ class PretrainingLoop:
                 if utilisation is not None:
                     record["mfu"] = utilisation
                 self.metrics.write(record)
-                acc.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+                acc.log(tracker_values(record), step=self.step)
             postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
                        "tok/s": f"{tokens_per_sec:,.0f}"}
             if utilisation is not None:
@@ -401,10 +507,11 @@ class PretrainingLoop:
             bar.update(1)
             done = self.step == config.max_steps
             if self.step % config.eval_steps == 0 or done:
-                self.evaluate(bar)
+                self.evaluate(bar, final=done)
             if self.step % config.save_steps == 0 or done:
                 last_checkpoint = self.save_checkpoint()
         bar.close()
+        self.train_loader.close()
         if last_checkpoint is None:  # resumed at the end already
             last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
         if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:

@@ -34,17 +34,20 @@ def test_gpt2_124m_flops_per_token():
 
 
 @pytest.mark.slow
-def test_cpu_mode_runs_both_contenders(tmp_path):
+def test_cpu_mode_runs_the_model_the_loop_and_hf(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--device", "cpu", "--preset", "tiny",
          "--batch_size", "2", "--seq_len", "32", "--warmup_steps", "1", "--rounds", "2", "--steps_per_round", "1",
-         "--peak_tflops", "1", "--output_file", str(out)],
+         "--peak_tflops", "1", "--loop_grad_accum", "2", "--output_file", str(out)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
-    assert [r["contender"] for r in rows] == ["nanogpt2 eager", "hf-gpt2 eager"]
+    assert [r["contender"] for r in rows] == ["nanogpt2 eager", "loop eager", "hf-gpt2 eager"]
     for row in rows:
-        assert row["tokens_per_sec"] > 0 and row["steps_timed"] == 2
+        assert row["tokens_per_sec"] > 0 and row["steps_timed"] == 2 and row["batch"] == 2
         assert 0 < row["mfu"] < 1
-    assert "vs HF" in result.stdout
+        assert row["ratio_vs_hf"] == pytest.approx(row["tokens_per_sec"] / rows[2]["tokens_per_sec"])
+        assert {"ms_per_step", "peak_mem_gib", "step_mem_gib"} <= set(row)
+    assert rows[1]["tokens_per_step"] == 2 * 32 * 2  # --loop_grad_accum 2: two micro-batches per loop step
+    assert "vs HF" in result.stdout and "loop eager" in result.stdout

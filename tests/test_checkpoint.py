@@ -50,8 +50,13 @@ def test_layout_ties_and_single_copy_of_embedding(checkpoint):
             "modeling_nanogpt2.py", "configuration_nanogpt2.py"} <= names
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["model_type"] == "nanogpt2"
-    assert config["auto_map"] == {"AutoConfig": "configuration_nanogpt2.NanoGPT2Config",
-                                  "AutoModelForCausalLM": "modeling_nanogpt2.NanoGPT2ForCausalLM"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_nanogpt2.NanoGPT2Config",
+        "AutoModel": "modeling_nanogpt2.NanoGPT2Model",
+        "AutoModelForCausalLM": "modeling_nanogpt2.NanoGPT2ForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_nanogpt2.NanoGPT2ForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_nanogpt2.NanoGPT2ForTokenClassification",
+        "AutoModelForQuestionAnswering": "modeling_nanogpt2.NanoGPT2ForQuestionAnswering"}
     with safe_open(checkpoint / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert "transformer.wte.weight" in keys and "lm_head.weight" not in keys

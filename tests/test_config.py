@@ -1,6 +1,7 @@
 """NanoGPT2Config: presets, aliases, validation that names the field."""
 
 import pytest
+from huggingface_hub.errors import StrictDataclassError
 
 from nanogpt2 import PRESETS, NanoGPT2Config
 
@@ -35,10 +36,15 @@ def test_presets(name, shape):
     (dict(dropout=1.0), "dropout"),
     (dict(dropout=-0.1), "dropout"),
     (dict(vocab_size=100, tokenizer_vocab_size=101), "tokenizer_vocab_size"),
+    (dict(n_layer="12"), "n_layer"),
+    (dict(bias=1), "bias"),
 ])
 def test_invalid_values_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(StrictDataclassError, match=field):
         NanoGPT2Config(**kwargs)
+    with pytest.raises(ValueError, match=field) as error:  # the path run_pretrain.py turns into one line
+        NanoGPT2Config.from_preset("tiny", **kwargs)
+    assert "\n" not in str(error.value)
 
 
 def test_unknown_preset():
@@ -51,3 +57,31 @@ def test_round_trip(tmp_path):
     config.save_pretrained(tmp_path)
     again = NanoGPT2Config.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("argv,value,on_cuda,on_cpu", [
+    ([], "auto", True, False),
+    (["--compile"], "true", True, True),
+    (["--compile", "true"], "true", True, True),
+    (["--compile", "False"], "false", False, False),
+    (["--no-compile"], "false", False, False),
+    (["--compile", "auto"], "auto", True, False),
+])
+def test_compile_defaults_to_auto_on_for_cuda_only(argv, value, on_cuda, on_cpu):
+    from nanogpt2.run_config import compile_enabled, resolve_config
+
+    config = resolve_config(["--preset", "tiny", *argv])
+    assert config.compile == value
+    assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
+    config.compile = {"true": True, "false": False}.get(value, value)  # a RunConfig made in code
+    assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
+
+
+def test_compile_from_a_config_file(tmp_path):
+    from nanogpt2.run_config import resolve_config
+
+    (tmp_path / "run.yaml").write_text("compile: false\n")
+    assert resolve_config(["--config_file", str(tmp_path / "run.yaml")]).compile == "false"
+    (tmp_path / "bad.json").write_text('{"compile": "sometimes"}')
+    with pytest.raises(ValueError, match="bad.json: compile 'sometimes' is not a choice: auto, true, false"):
+        resolve_config(["--config_file", str(tmp_path / "bad.json")])

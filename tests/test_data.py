@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt2.data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from nanogpt2.data import BatchPrefetcher, StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
 from nanogpt2.documents import tokenize_files
 from nanogpt2.sources import DataError, load_hub_text_dataset
 from nanogpt2.prepare import Source, prepare_shards
@@ -19,6 +19,38 @@ def prepared(tmp_path_factory, english_mix_file):
     manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), out, shard_size=100_000, num_proc=1,
                               max_tokens=400_000, progress=False)
     return out, manifest
+
+
+def test_prefetcher_hands_out_the_same_batches_and_saves_the_consumed_position(prepared):
+    out, _ = prepared
+    arrays = open_token_shards(out, "train")
+    plain, prefetched = TrainLoader(arrays, 2, 32, seed=3), BatchPrefetcher(TrainLoader(arrays, 2, 32, seed=3), depth=3)
+    for _ in range(4):
+        assert all(torch.equal(a, b) for a, b in zip(plain.next_batch(), prefetched.next_batch()))
+    # the thread reads up to `depth` batches ahead; the saved position is after the 4 handed out
+    state = json.loads(json.dumps(prefetched.state_dict()))
+    assert state == plain.state_dict() and prefetched.batch_size == 2
+    expected = plain.next_batch()[0]
+    restored = BatchPrefetcher(TrainLoader(arrays, 2, 32, seed=3))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.next_batch()[0], expected)
+    # close() rewinds the wrapped loader to the consumed position; reading continues from there
+    prefetched.close()
+    assert prefetched.loader.state_dict() == state
+    assert torch.equal(prefetched.next_batch()[0], expected)
+    prefetched.close(), restored.close()
+
+
+def test_prefetcher_raises_the_loaders_error_in_the_caller():
+    class Failing:
+        def state_dict(self):
+            return {}
+
+        def next_batch(self):
+            raise DataError("shard vanished")
+
+    with pytest.raises(DataError, match="shard vanished"):
+        BatchPrefetcher(Failing()).next_batch()
 
 
 def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
@@ -54,6 +86,29 @@ def test_train_loader_ranks_disjoint_cover_and_resume(prepared):
     assert a.epoch == 1 and epochs[0] != epochs[1]
     unshuffled = TrainLoader(arrays, batch, seq, shuffle=False)
     assert np.array_equal(unshuffled.next_batch()[0].flatten(), np.asarray(arrays[0][: batch * seq]))
+
+
+def test_train_loader_state_reshards_to_another_number_of_processes(prepared):
+    """2 ranks after 3 batches each = global windows 0-5; 3 ranks continue at windows 6, 7, 8; 1 rank
+    reads them in order; 4 ranks cannot (6 windows read are not a multiple of 4)."""
+    arrays = open_token_shards(prepared[0], "train")
+    one = TrainLoader(arrays, 4, 64, seed=7)
+    stream = [one.next_batch()[0] for _ in range(9)]
+    two = [TrainLoader(arrays, 4, 64, rank=r, world_size=2, seed=7) for r in range(2)]
+    for loader in two:
+        for _ in range(3):
+            loader.next_batch()
+    state = json.loads(json.dumps(two[0].state_dict()))
+    for world_size in (1, 3):
+        loaders = [TrainLoader(arrays, 4, 64, rank=r, world_size=world_size, seed=7) for r in range(world_size)]
+        for loader in loaders:
+            loader.load_state_dict(state)
+        nxt = [batch[0] for _ in range(3 // world_size) for batch in (lo.next_batch() for lo in loaders)]
+        assert all(torch.equal(a, b) for a, b in zip(nxt, stream[6:9], strict=True))
+    with pytest.raises(DataError, match="6 windows read this epoch is not a multiple of 4"):
+        TrainLoader(arrays, 4, 64, rank=0, world_size=4, seed=7).load_state_dict(state)
+    with pytest.raises(DataError, match="window_tokens was 256, now 512"):
+        TrainLoader(arrays, 8, 64, seed=7).load_state_dict(state)
 
 
 def test_validation_loader_independent_of_process_count(prepared):

@@ -6,6 +6,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.convert import gpt2_state_to_nanogpt2
+from nanogpt2.modeling_nanogpt2 import CACHE
 
 ODD_SIZES = [
     dict(n_layer=1, n_head=1, n_embd=8, n_positions=32, vocab_size=37),
@@ -66,11 +67,11 @@ def test_cached_step_logits_equal_full_forward(attn_implementation):
         full = ours(ids).logits
         out = ours(ids[:, :10], use_cache=True)
         steps = [out.logits]
-        cache = out.cache
+        cache = getattr(out, CACHE)  # `past_key_values` before transformers 5.24
         assert cache is not None and cache.get_seq_length() == 10
         for t in range(10, 24):
             out = ours(ids[:, t : t + 1], cache=cache, use_cache=True)
-            cache = out.cache
+            cache = getattr(out, CACHE)  # `past_key_values` before transformers 5.24
             steps.append(out.logits)
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5
 
@@ -172,3 +173,90 @@ def test_sequence_longer_than_context_is_a_clear_error():
     model = NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=1, n_head=1, n_embd=8, n_positions=8, vocab_size=16))
     with pytest.raises(ValueError, match="n_positions=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def reference_loss(model, x, y, num_items_in_batch=None):
+    """Today's evaluation path: full logits, -inf on the padded rows, transformers' ForCausalLMLoss."""
+    model.eval()
+    try:
+        return model(x, shift_labels=y, num_items_in_batch=num_items_in_batch).loss
+    finally:
+        model.train()
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 40])
+def test_training_fast_path_equals_full_logits_loss_and_gradients(num_items_in_batch):
+    torch.manual_seed(0)
+    config = NanoGPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=128,
+                            tokenizer_vocab_size=100, bos_token_id=0, eos_token_id=0)
+    model = NanoGPT2ForCausalLM(config).train()
+    window = torch.randint(0, 100, (3, 33))
+    x, y = window[:, :-1], window[:, 1:].clone()
+    y[0, :5] = -100  # ignored targets count in neither loss
+    fast = model(x, shift_labels=y, num_items_in_batch=num_items_in_batch)
+    assert fast.logits is None and getattr(fast, CACHE) is None
+    fast.loss.backward()
+    fast_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    expected = reference_loss(model, x, y, num_items_in_batch)
+    expected.backward()
+    assert abs(fast.loss.item() - expected.item()) < 1e-6
+    for name, param in model.named_parameters():
+        assert torch.allclose(fast_grads[name], param.grad, rtol=0, atol=1e-6), name
+    with torch.no_grad():  # HF `labels` (shifted inside) take the same fast path
+        by_labels = model(window, labels=window).loss
+        assert abs(by_labels.item() - reference_loss(model, x, window[:, 1:]).item()) < 1e-6
+
+
+def test_training_fast_path_builds_no_mask_or_cache(monkeypatch):
+    import nanogpt2.modeling_nanogpt2 as modeling
+
+    def no_mask(**kwargs):
+        raise AssertionError("the training path must not build a mask (packed-sequence detection syncs)")
+
+    monkeypatch.setattr(modeling, "create_causal_mask", no_mask)
+    model = NanoGPT2ForCausalLM(NanoGPT2Config.from_preset("tiny", n_layer=2)).train()
+    ids = torch.randint(0, 50257, (2, 16))
+    model(input_ids=ids[:, :-1], shift_labels=ids[:, 1:]).loss.backward()
+    with pytest.raises(AssertionError, match="must not build a mask"):  # the spy does fire where a mask is due
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+
+
+def test_compiled_training_graph_keeps_causal_sdpa_and_returns_only_the_loss():
+    """The graph torch.compile traces (fullgraph: no break, so no host sync): every SDPA call is
+    is_causal=True with no mask tensor, and the graph outputs no (rows, vocab) logits."""
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch.manual_seed(0)
+    model = NanoGPT2ForCausalLM(NanoGPT2Config.from_preset("tiny", n_layer=2, attn_implementation="sdpa")).train()
+    ids = torch.randint(0, 50257, (2, 33))
+    compiled = torch.compile(model, backend=capture, fullgraph=True)
+    loss = compiled(input_ids=ids[:, :-1], shift_labels=ids[:, 1:]).loss
+    eager = model(input_ids=ids[:, :-1], shift_labels=ids[:, 1:]).loss
+    assert torch.allclose(loss, eager, atol=1e-6)
+    (graph,) = graphs
+    sdpa = [n for n in graph.graph.nodes if n.target is torch.nn.functional.scaled_dot_product_attention]
+    assert len(sdpa) == 2
+    assert all(n.kwargs["is_causal"] is True and n.kwargs.get("attn_mask") is None for n in sdpa)
+    (output,) = [n for n in graph.graph.nodes if n.op == "output"]
+    assert all(v.meta["example_value"].numel() < 32 * 50257 for v in output.all_input_nodes), "logits output"
+
+
+def test_generate_feeds_one_token_per_step_through_the_cache():
+    """generate() must reuse the cache (it passes `cache` from transformers 5.24, `past_key_values` before)."""
+    _, ours = make_pair(ODD_SIZES[1])
+    seen = []
+
+    def record(module, args, kwargs):
+        cache = kwargs["cache"] if kwargs.get("cache") is not None else kwargs.get("past_key_values")
+        seen.append((kwargs["input_ids"].shape[1], None if cache is None else cache.get_seq_length()))
+
+    ours.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    ids = torch.randint(0, 101, (1, 7))
+    ours.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert [length for length, _ in seen] == [7, 1, 1, 1]
+    assert [past for _, past in seen[1:]] == [7, 8, 9]

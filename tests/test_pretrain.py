@@ -98,7 +98,7 @@ def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespe
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "nanogpt2")).Reload()
-    assert [e.step for e in events.Scalars("train_loss")] == [1, 2] and events.Scalars("val_loss")[0].step == 2
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2] and events.Scalars("eval/loss")[0].step == 2
 
     code = textwrap.dedent(f"""
         import nanogpt2

@@ -49,13 +49,13 @@ def checkpoint_copy(run, tmp_path):
 
 def test_model_card_from_the_run(run):
     checkpoint = run / f"checkpoint-{STEPS}"
-    card = ModelCard.load(checkpoint / "README.md")  # parses the metadata into ModelCardData (raises if invalid)
+    card = ModelCard.load(checkpoint / "README.md", ignore_metadata_errors=False)  # huggingface_hub's parser
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     final = [m for m in metrics if "val_loss" in m][-1]
-    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert results == {"acc_norm": round(final["hellaswag_acc_norm"], 4), "accuracy": round(final["hellaswag_acc"], 4),
-                       "loss": round(final["val_loss"], 4)}
-    assert [r.dataset_type for r in card.data.eval_results][:2] == ["Rowan/hellaswag"] * 2
+    assert final["hellaswag_num_examples"] == 8 and final["val_tokens"] == 512
+    # 8 HellaSwag examples are no validation-split result: only the loss goes into model-index
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("loss", round(final["val_loss"], 4))]
+    assert "512 tokens" in card.data.eval_results[0].metric_name
     assert card.data.library_name == "transformers" and card.data.license == "mit"
     assert "nanogpt2" in card.data.tags and card.data.pipeline_tag == "text-generation"
     # huggingface_hub's own model-index checks: the metadata round-trips through its parser and writer
@@ -67,18 +67,27 @@ def test_model_card_from_the_run(run):
     tokens = STEPS * int(FLAGS["--total_batch_size"])
     assert f"steps: {STEPS}; tokens seen: {tokens:,}" in text
     assert "- hardware: CPU (1 process); time in optimizer steps: " in text or torch.cuda.is_available()
-    assert f"to-gpt2 {checkpoint}" in text and f'from_pretrained("{checkpoint}", trust_remote_code=True)' in text
+    assert f"| HellaSwag acc_norm (completion style) | {final['hellaswag_acc_norm']:.4f} | 8 of the 10,042 " in text
+    assert f"| validation loss (nats) | {final['val_loss']:.4f} | 512 held-out tokens of input.txt |" in text
+    # no local absolute path: not the checkpoint's, not the data files' (base names only)
+    assert str(run) not in text and str(REPO) not in text and "/shared/data" not in text
+    assert "| `hellaswag_file` | `hellaswag_val.jsonl` |" in text
+    assert f"to-gpt2 path/to/checkpoint-{STEPS}" in text and "huggingface.co/docs/transformers/model_doc/gpt2" in text
+    assert "FineWeb-Edu" not in text  # Tiny Shakespeare: no FineWeb-Edu reference
     assert ".tmp-" not in text and f"| `max_steps` | `{STEPS}` |" in text and "hub_model_id" not in text
     assert "](training_curves.png)" in text and (checkpoint / "training_curves.png").stat().st_size > 1000
 
 
 def test_model_card_rewritten_for_the_hub_and_without_a_run(run, checkpoint_copy):
     before = (checkpoint_copy / "README.md").read_text()
+    state = checkpoint_copy / "training_state" / "trainer_state.json"
+    recorded = json.loads(state.read_text())["hardware"]
+    state.write_text(json.dumps({**json.loads(state.read_text()), "hardware": "8 x Recorded GPU"}))
+    (checkpoint_copy / "README.md").write_text(before.replace(recorded, "Something Else"))  # never read back
     write_model_card(checkpoint_copy, run, repo_id="someone/tiny-shakespeare")
     card = ModelCard.load(checkpoint_copy / "README.md")
     assert card.data.model_name == "tiny-shakespeare" and 'from_pretrained("someone/tiny-shakespeare"' in card.text
-    hardware = [line for line in before.splitlines() if line.startswith("- hardware:")]
-    assert hardware and hardware[0] in card.text  # the training machine's, not the publishing machine's
+    assert "- hardware: 8 x Recorded GPU; time in optimizer steps" in card.text  # the training machine's
     assert not list(checkpoint_copy.glob(".*"))  # temporary files replaced into place
     (checkpoint_copy / "README.md").unlink()
     bare = ModelCard.load(write_model_card(checkpoint_copy))
@@ -277,3 +286,39 @@ def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
     ours = [loss for prediction in ours["predictions"] for loss in prediction["sum_losses"]]
     assert len(ours) == len(theirs) == 16
     assert max(abs(a - b) for a, b in zip(theirs, ours)) < 1e-3, (theirs, ours)
+
+
+@pytest.mark.slow
+def test_lm_eval_hellaswag_local_task_offline_equals_eval_hellaswag_harness(run, hellaswag_file, tmp_path):
+    """The README's `lm_eval ... --tasks hellaswag_local` command, offline, on a tiny checkpoint: the shipped
+    task gives the acc/acc_norm of `eval_hellaswag.py --style harness`, example by example."""
+    pytest.importorskip("lm_eval", reason="lm_eval is in the dev extra: pip install -e '.[dev]'")
+    from transformers import AutoModelForCausalLM
+
+    from nanogpt2.hellaswag import evaluate_hellaswag, load_hellaswag
+    from nanogpt2.lm_eval_tasks import TASKS_DIR
+    from nanogpt2.tokenizer import load_tokenizer
+
+    checkpoint, limit = run / f"checkpoint-{STEPS}", 12
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds")}
+    tasks_dir = subprocess.run([sys.executable, "-m", "nanogpt2.lm_eval_tasks"], capture_output=True, text=True,
+                               check=True, cwd=REPO).stdout.strip()
+    assert tasks_dir == str(TASKS_DIR) and (TASKS_DIR / "hellaswag_local.yaml").is_file()
+    result = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+         f"pretrained={checkpoint},trust_remote_code=True", "--include_path", tasks_dir, "--tasks", "hellaswag_local",
+         "--metadata", f"hellaswag_file={hellaswag_file}", "--batch_size", "8", "--device", "cpu",
+         "--limit", str(limit), "--log_samples", "--output_path", str(tmp_path / "lm_eval")],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [results_file] = (tmp_path / "lm_eval").rglob("results_*.json")
+    theirs = json.loads(results_file.read_text())["results"]["hellaswag_local"]
+    [samples_file] = (tmp_path / "lm_eval").rglob("samples_hellaswag_local_*.jsonl")
+    their_docs = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda d: d["doc_id"])
+
+    ours = evaluate_hellaswag(AutoModelForCausalLM.from_pretrained(checkpoint), load_tokenizer(),
+                              load_hellaswag(hellaswag_file, limit=limit), style="harness", progress=False)
+    assert theirs["sample_len"] == ours["num_examples"] == limit
+    assert (theirs["acc,none"], theirs["acc_norm,none"]) == (ours["acc"], ours["acc_norm"])
+    assert [(d["acc"], d["acc_norm"]) for d in their_docs] == [
+        (float(p["pred"] == p["label"]), float(p["pred_norm"] == p["label"])) for p in ours["predictions"]]
