@@ -63,6 +63,7 @@ class RunConfig:
     save_steps: int = 5000
     save_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
+    overwrite_output_dir: bool = False
     report_to: str = "tensorboard"
     # publishing
     push_to_hub: bool = False
@@ -116,6 +117,8 @@ HELP = {
     "logging_steps": "log train metrics every N steps", "save_steps": "checkpoint every N steps (and at the end)",
     "save_total_limit": "keep only the newest K checkpoints",
     "resume_from_checkpoint": "'latest' or a checkpoint directory to continue from, exactly",
+    "overwrite_output_dir": "start a fresh run in an --output_dir that holds another run's checkpoints and "
+                            "metrics, deleting them (as in transformers); without it such a run is refused",
     "report_to": "tracker: tensorboard, wandb, all or none",
     "push_to_hub": "push the final checkpoint to the Hugging Face Hub (access is checked before training)",
     "hub_model_id": "USER/NAME on the Hub",
