@@ -29,11 +29,13 @@ class PreflightError(ValueError):
 
 
 def run_contents(output_dir: Path) -> list[str]:
-    """What of a previous run `output_dir` holds: checkpoint directories, metrics.jsonl, config.json."""
+    """What of a previous run `output_dir` holds: checkpoint directories and metrics.jsonl. A config.json
+    alone (a run stopped before its first step) is not a run: a fresh run replaces it."""
     if not output_dir.is_dir():
         return []
     return sorted(p.name for p in output_dir.iterdir()
-                  if (p.name.startswith("checkpoint-") and p.is_dir()) or p.name in RUN_FILES)
+                  if (p.name.startswith("checkpoint-") and p.is_dir())
+                  or (p.name == "metrics.jsonl" and p.is_file() and p.stat().st_size > 0))
 
 
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
@@ -56,7 +58,7 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
 def clear_previous_run(output_dir: Path) -> list[str]:
     """--overwrite_output_dir on a fresh run: the previous run's checkpoints and metrics go, so that two
     runs are never mixed; other files (notes, a tracker's logs) stay."""
-    removed = run_contents(output_dir)
+    removed = sorted({*run_contents(output_dir), *(name for name in RUN_FILES if (output_dir / name).is_file())})
     for name in removed:
         path = output_dir / name
         if path.is_dir():
@@ -71,8 +73,10 @@ def resume_target(resume_from_checkpoint: str | None, output_dir: Path, checkpoi
         return None
     if resume_from_checkpoint == "latest":
         if not checkpoints:
+            fix = ("start over with --overwrite_output_dir (its metrics.jsonl is from steps before the first save)"
+                   if run_contents(output_dir) else "drop --resume_from_checkpoint to start a fresh run")
             raise PreflightError(f"--resume_from_checkpoint latest: --output_dir {output_dir} holds no checkpoint-<step> "
-                                 "to resume; drop --resume_from_checkpoint to start a fresh run")
+                                 f"to resume; {fix}")
         return checkpoints[-1][1]
     path = Path(resume_from_checkpoint)
     if not (path / "training_state" / "trainer_state.json").is_file():
@@ -158,9 +162,9 @@ class BackgroundCheck:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def wait(self):
-        self._thread.join()
-        return self._error
+    def wait(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        return self.error()
 
     def error(self):
         return self._error if self.done() else None

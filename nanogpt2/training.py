@@ -40,6 +40,9 @@ from .run_config import RunConfig, compile_enabled
 from .tokenizer import load_tokenizer
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
+# (and always before the first checkpoint).
+SHARD_CHECK_HEAD_START = 10.0
 
 
 class TrainingError(RuntimeError):
@@ -550,11 +553,13 @@ class PretrainingLoop:
                       f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
-        with StopSignals() as signals:
-            last_checkpoint = self._train_steps(bar, signals)
-        bar.close()
-        self.train_loader.close()
-        self.uploads.shutdown(wait=True)  # an intermediate push still running finishes (or fails) first
+        try:
+            with StopSignals() as signals:
+                last_checkpoint = self._train_steps(bar, signals)
+        finally:  # also on an error: the error line starts on a line of its own
+            bar.close()
+            self.train_loader.close()
+            self.uploads.shutdown(wait=True)  # an intermediate push still running finishes (or fails) first
         if last_checkpoint is None:  # resumed at the end already
             last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
         if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
@@ -565,6 +570,9 @@ class PretrainingLoop:
     def _train_steps(self, bar, signals: StopSignals) -> Path | None:
         acc, config = self.accelerator, self.config
         last_checkpoint = None
+        if self.shard_check is not None:
+            self.shard_check.wait(timeout=SHARD_CHECK_HEAD_START)  # small data: verified before step 1
+        self._raise_if_data_failed(self._stop_requests(signals)[1])
         while self.step < config.max_steps:
             start = time.perf_counter()
             loss, lr, grad_norm = self.train_step()
@@ -592,9 +600,7 @@ class PretrainingLoop:
             if save and self.shard_check is not None:
                 self.shard_check.wait()  # never checkpoint a run whose data failed verification
             signum, data_failed = self._stop_requests(signals)
-            if data_failed:
-                raise (self.shard_check.error() if self.shard_check is not None else
-                       TrainingError("shard verification failed on the main process"))
+            self._raise_if_data_failed(data_failed)
             if self.step % config.eval_steps == 0 or done:
                 try:
                     self.evaluate(bar)
@@ -611,6 +617,11 @@ class PretrainingLoop:
                 raise TrainingInterrupted(f"stopped by {name} after step {self.step}: saved {last_checkpoint}; "
                                           "resume with the same command plus --resume_from_checkpoint latest", signum)
         return last_checkpoint
+
+    def _raise_if_data_failed(self, failed: bool) -> None:
+        if failed:  # the main process raises the shard's error; the others stop quietly with it
+            raise (self.shard_check.error() if self.shard_check is not None else
+                   TrainingError("shard verification failed on the main process"))
 
     def _stop_requests(self, signals: StopSignals) -> tuple[int, bool]:
         """(signal received by any rank, shard verification failed) agreed by all ranks at a step boundary,

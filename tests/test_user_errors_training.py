@@ -157,8 +157,9 @@ def test_tampered_or_unfinished_shards_are_refused_before_any_checkpoint(tmp_pat
     shard.write_bytes(bytes(tampered))
     args = TINY + ["--data_dir", data, "--output_dir", tmp_path / "run", "--max_steps", "1", "--save_steps", "1"]
     before = snapshot(data)
-    assert_user_error(run_in_process(args, capsys), "shard_train_000002.bin", "sha256", before=before, roots=[data])
-    assert not list((tmp_path / "run").glob("checkpoint-*"))
+    result = run_in_process(args, capsys)
+    assert_user_error(result, "shard_train_000002.bin", "sha256", before=before, roots=[data])
+    assert not list((tmp_path / "run").glob("checkpoint-*")) and "loss=" not in result.stderr  # before step 1
 
     manifest = json.loads((data / MANIFEST).read_text())
     (data / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
