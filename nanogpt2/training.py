@@ -81,8 +81,9 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         self.received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt now
-        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
-              "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":  # every process of a launch gets the signal: one says so
+                print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
+                  "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
@@ -614,7 +615,7 @@ class PretrainingLoop:
                 last_checkpoint = self.save_checkpoint()
             if signum:
                 name = signal.Signals(signum).name
-                raise TrainingInterrupted(f"stopped by {name} after step {self.step}: saved {last_checkpoint}; "
+                raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "
                                           "resume with the same command plus --resume_from_checkpoint latest", signum)
         return last_checkpoint
 

@@ -215,3 +215,50 @@ def test_diverging_run_stops_and_keeps_only_finite_checkpoints(tmp_path, tinysha
     assert int(checkpoints[-1].name.split("-")[1]) == diverged_step - 1  # the last finite step, not the NaN one
     weights = load_file(checkpoints[-1] / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def launch_two_processes(args) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                             "accelerate_configs/cpu_2proc.yaml", "run_pretrain.py", *map(str, args)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_no_traceback_of_ours(stderr: str) -> None:
+    """torch's elastic agent (inside `accelerate launch`) prints its own traceback whenever a process exits
+    non-zero; none may come from run_pretrain.py or nanogpt2."""
+    assert "nanogpt2/" not in stderr and 'run_pretrain.py", line' not in stderr, stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_print_a_user_error_once(run_copy, tinyshakespeare_file):
+    before = snapshot(run_copy)
+    process = launch_two_processes(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", run_copy])
+    assert process.wait(timeout=600) != 0
+    stderr = process.stderr.read()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--overwrite_output_dir" in errors[0], stderr[-4000:]
+    assert_no_traceback_of_ours(stderr)
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.slow
+def test_two_processes_agree_to_save_on_sigterm(tmp_path, tinyshakespeare_file):
+    run = tmp_path / "run"
+    process = launch_two_processes(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--num_samples",
+                                            0, "--max_steps", 50, "--eval_steps", 100, "--save_steps", 100,
+                                            "--output_dir", run])
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # to the launcher, which forwards it to both processes
+    assert process.wait(timeout=300) != 0
+    stderr = process.stderr.read()
+    stopped = [line for line in stderr.splitlines() if line.startswith("stopped:")]
+    assert len(stopped) == 1 and "SIGTERM after step" in stopped[0], stderr[-4000:]
+    assert_no_traceback_of_ours(stderr)
+    (checkpoint,) = run.glob("checkpoint-*")
+    assert str(checkpoint) in stopped[0]
+    assert sorted(p.name for p in (checkpoint / "training_state").glob("data_rank*.json")) == [
+        "data_rank0.json", "data_rank1.json"]  # both ranks saved at the same step
