@@ -512,31 +512,36 @@ class PretrainingLoop:
                   + ", ".join(f"{key} {c['was']!r} -> {c['now']!r}" for key, c in changed.items()), file=sys.stderr)
         self.resume_record = {"step": state["step"], "checkpoint": str(path), "changed": changed}
 
-    def _push(self, checkpoint: Path) -> None:
+    def _push(self, checkpoint: Path, commit_message: str | None = None) -> None:
         from .publish import push_checkpoint
 
         push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=f"{checkpoint.name}: {self.tokens_seen:,} tokens",
+                        commit_message=commit_message or f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens",
                         last_checkpoint=self.config.hub_strategy == "checkpoint")
         self.pushed = checkpoint
 
-    def _push_in_background(self, checkpoint: Path, attempts: int = 3, wait_seconds: float = 30.0) -> None:
+    PUSH_ATTEMPTS, PUSH_RETRY_SECONDS = 3, 30.0
+
+    def _push_in_background(self, checkpoint: Path) -> None:
         """An intermediate push (--hub_strategy every_save/checkpoint) runs in a thread on the main process:
         other ranks never wait on an upload (a long one would hit NCCL's timeout). A failure is retried, then
         reported; training goes on."""
         from .publish import PublishError
 
+        attempts = self.PUSH_ATTEMPTS
+        message = f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens"  # the loop moves on meanwhile
+
         def push():
             try:
                 for attempt in range(1, attempts + 1):
                     try:
-                        return self._push(checkpoint)
+                        return self._push(checkpoint, message)
                     except PublishError as error:
                         if attempt == attempts:
-                            print(f"warning: {error} (after {attempts} attempts); training continues",
-                                  file=sys.stderr, flush=True)
+                            tqdm.write(f"warning: {error} (after {attempts} attempts); training continues",
+                                       file=sys.stderr)
                         else:
-                            time.sleep(wait_seconds * attempt)
+                            time.sleep(self.PUSH_RETRY_SECONDS * attempt)
             finally:
                 self.uploading.discard(checkpoint)
 

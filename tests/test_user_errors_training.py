@@ -170,6 +170,31 @@ def test_tampered_or_unfinished_shards_are_refused_before_any_checkpoint(tmp_pat
     assert_user_error(run_in_process(args, capsys), "--data_dir", "did not finish")
 
 
+def test_failed_intermediate_push_is_retried_reported_and_training_goes_on(tmp_path, capsys, monkeypatch,
+                                                                           tinyshakespeare_file):
+    import nanogpt2.publish as publish
+    from nanogpt2.training import PretrainingLoop
+
+    pushes = []
+
+    def flaky_push(checkpoint, repo_id, **kwargs):
+        pushes.append(Path(checkpoint).name)
+        if len(pushes) <= 3:
+            raise publish.PublishError(f"pushing {checkpoint} to {repo_id} failed (503 Service Unavailable)")
+
+    monkeypatch.setattr(publish, "check_hub_access", lambda *args, **kwargs: None)
+    monkeypatch.setattr(publish, "push_checkpoint", flaky_push)
+    monkeypatch.setattr(PretrainingLoop, "PUSH_RETRY_SECONDS", 0.0)
+    result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", tmp_path / "run",
+                                    "--save_steps", "1", "--push_to_hub", "--hub_model_id", "someone/tiny",
+                                    "--hub_strategy", "every_save"], capsys)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert pushes == ["checkpoint-1"] * 3 + ["checkpoint-2"]  # the final checkpoint is not pushed twice
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "checkpoint-1" in warnings[0] and "after 3 attempts" in warnings[0]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
 # -- real processes ---------------------------------------------------------------------------------
 def launch(args, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
