@@ -411,7 +411,8 @@ class PretrainingLoop:
         """All ranks agree (under FSDP each holds a shard of the weights)."""
         bad = torch.zeros((), device=self.device)
         for parameter in self.model.parameters():
-            bad += (~torch.isfinite(parameter)).any()
+            local = parameter.to_local() if hasattr(parameter, "to_local") else parameter  # FSDP2: this rank's shard
+            bad += (~torch.isfinite(local)).any()
         if self.accelerator.num_processes > 1:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         return not bad.item()
