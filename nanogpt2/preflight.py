@@ -75,8 +75,8 @@ def resume_target(resume_from_checkpoint: str | None, output_dir: Path, checkpoi
         if not checkpoints:
             fix = ("start over with --overwrite_output_dir (its metrics.jsonl is from steps before the first save)"
                    if run_contents(output_dir) else "drop --resume_from_checkpoint to start a fresh run")
-            raise PreflightError(f"--resume_from_checkpoint latest: --output_dir {output_dir} holds no checkpoint-<step> "
-                                 f"to resume; {fix}")
+            raise PreflightError(f"--resume_from_checkpoint latest: --output_dir {output_dir} holds no "
+                                 f"checkpoint-<step> to resume; {fix}")
         return checkpoints[-1][1]
     path = Path(resume_from_checkpoint)
     if not (path / "training_state" / "trainer_state.json").is_file():
@@ -98,8 +98,8 @@ def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
             changed[key] = {"was": saved[key], "now": value}
     if refused:
         raise PreflightError(f"--resume_from_checkpoint {checkpoint}: " + "; ".join(refused) + ". Resume with the "
-                             "checkpoint's settings (recorded under run_config in its training_state/trainer_state.json), or start a new run in "
-                             "another --output_dir")
+                             "checkpoint's settings (run_config in its training_state/trainer_state.json), or start "
+                             "a new run in another --output_dir")
     return changed
 
 

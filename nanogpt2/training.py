@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .checkpoint import quiet_saves, write_model_files
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
 from .data import BatchPrefetcher, build_loaders
-from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
+from .fileio import atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
@@ -271,7 +271,8 @@ class PretrainingLoop:
             if self.resumed_from is None and self.config.overwrite_output_dir:
                 removed = clear_previous_run(self.output_dir)
                 if removed:
-                    print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}", file=sys.stderr)
+                    print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}",
+                          file=sys.stderr)
             elif (self.output_dir / "config.json").is_file():
                 history = json.loads((self.output_dir / "config.json").read_text()).get("resumes", [])
             if self.resume_record is not None:
@@ -517,7 +518,8 @@ class PretrainingLoop:
         from .publish import push_checkpoint
 
         push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=commit_message or f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens",
+                        commit_message=commit_message or f"{checkpoint.name}: step {self.step}, "
+                                                         f"{self.tokens_seen:,} tokens",
                         last_checkpoint=self.config.hub_strategy == "checkpoint")
         self.pushed = checkpoint
 
@@ -585,8 +587,9 @@ class PretrainingLoop:
             loss, lr, grad_norm = self.train_step()
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):  # every rank has the same reduced loss: all stop here, nothing saved
-                raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good checkpoint "
-                                    f"is kept; lower --learning_rate or check the data, then --resume_from_checkpoint")
+                raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
+                                      "checkpoint is kept; lower --learning_rate or check the data, then "
+                                      "--resume_from_checkpoint")
             tokens_per_sec = config.total_batch_size / seconds
             utilisation = mfu(tokens_per_sec, self.flops_per_token, self.peak_flops)
             if self.step % config.logging_steps == 0 or self.step == config.max_steps:
