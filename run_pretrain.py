@@ -12,7 +12,7 @@ import sys
 
 from nanogpt2.sources import DataError
 from nanogpt2.run_config import resolve_config
-from nanogpt2.training import PretrainingLoop, TrainingError
+from nanogpt2.training import PretrainingLoop, TrainingError, TrainingInterrupted
 
 
 def main(argv=None) -> int:
@@ -21,10 +21,11 @@ def main(argv=None) -> int:
         trainer = PretrainingLoop(config)
         checkpoint = trainer.train()
     except (ValueError, DataError, TrainingError, FileNotFoundError) as error:
-        # Under `accelerate launch` every process meets the same error: the first one says it.
+        # Every process of `accelerate launch` meets the same error: the first one alone prints it.
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
+            prefix = "stopped" if isinstance(error, TrainingInterrupted) else "error"
+            print(f"{prefix}: {error}", file=sys.stderr, flush=True)
+        return error.exit_code if isinstance(error, TrainingInterrupted) else 1
     if trainer.accelerator.is_main_process:
         print(f"done: {trainer.step} steps; checkpoint {checkpoint} loads with "
               "AutoModelForCausalLM.from_pretrained (after `import nanogpt2`, or with trust_remote_code=True)")

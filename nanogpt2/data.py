@@ -10,6 +10,8 @@ StreamingTrainLoader gives the same interface over a streaming `datasets` datase
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from pathlib import Path
 from queue import Full, Queue
@@ -149,7 +151,7 @@ class ValidationLoader:
             np.asarray(token_arrays[0])
         self.batch_size, self.seq_len = batch_size, seq_len
         available = (len(self.stream) - 1) // (batch_size * seq_len)
-        if available == 0:
+        if available <= 0:
             raise DataError(f"{len(self.stream):,} validation tokens are fewer than one batch of "
                             f"{batch_size} x {seq_len}; use more validation data or a smaller batch")
         self.num_batches = min(num_batches, available)
@@ -257,12 +259,32 @@ def build_loaders(config: RunConfig, tokenizer, rank: int = 0, world_size: int =
         train, validation_arrays = _streaming_data(config, tokenizer, rank, world_size)
     else:
         train_arrays, validation_arrays = _token_arrays(config, tokenizer)
-        train = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length, rank, world_size,
-                            config.seed, eot_token_id=tokenizer.eot_token_id)
+        with _naming(_data_flag(config)):
+            train = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length, rank, world_size,
+                                config.seed, eot_token_id=tokenizer.eot_token_id)
     validation_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
-    validation = ValidationLoader(validation_arrays, config.micro_batch_size, config.sequence_length,
-                                  validation_batches, rank, world_size)
+    with _naming(f"--validation_file {config.validation_file}" if config.validation_file else
+                 f"the val shards of {_data_flag(config)}" if config.data_dir else
+                 f"--validation_split_percentage {config.validation_split_percentage} of {_data_flag(config)}"):
+        validation = ValidationLoader(validation_arrays, config.micro_batch_size, config.sequence_length,
+                                      validation_batches, rank, world_size)
     return train, validation
+
+
+def _data_flag(config: RunConfig) -> str:
+    for name in ("data_dir", "train_file", "dataset_name"):
+        if getattr(config, name):
+            return f"--{name} {getattr(config, name)}"
+    return "Tiny Shakespeare"
+
+
+@contextlib.contextmanager
+def _naming(what: str):
+    """A loader's size error, prefixed with the flag (and file) the data came from."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{what}: {error}") from None
 
 
 def _token_arrays(config: RunConfig, tokenizer):

@@ -141,6 +141,9 @@ class RunConfig:
     save_total_limit: int | None = setting(None, "keep only the newest K checkpoints", at_least=1)
     resume_from_checkpoint: str | None = setting(None, "'latest' or a checkpoint directory to continue from, "
                                                  "exactly (model, optimizer, data position, RNG)")
+    overwrite_output_dir: bool = setting(False, "start a fresh run in an --output_dir that holds another run's "
+                                         "checkpoints and metrics, deleting them (as in transformers); without it "
+                                         "such a run is refused")
     report_to: Literal["tensorboard", "wandb", "all", "none"] = setting("tensorboard", "tracker")
     # -- publishing
     push_to_hub: bool = setting(False, "push the final checkpoint to the Hugging Face Hub (access is checked "

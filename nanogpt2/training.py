@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
 import re
 import shutil
+import signal
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -26,16 +30,21 @@ from .checkpoint import quiet_saves, write_model_files
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
 from .convert import load_pretrained, pretrained_config
 from .data import BatchPrefetcher, build_loaders
-from .fileio import TMP_PREFIX, atomic_write_text, commit_directory, temporary_path
+from .fileio import atomic_write_text, commit_directory, temporary_path
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
+from .preflight import (BackgroundCheck, PreflightError, check_hellaswag, check_output_dir, clear_previous_run,
+                        compare_resumed_settings, resume_target, sweep_unfinished_saves, verify_shards)
 from .run_config import RunConfig, compile_enabled, gradient_accumulation_steps, steps_for_epochs
 from .sources import local_or_hub_dir
 from .tokenizer import GPT2_NAME, load_tokenizer
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
+# (and always before the first checkpoint).
+SHARD_CHECK_HEAD_START = 10.0
 
 
 class TrainingError(RuntimeError):
@@ -62,6 +71,47 @@ def describe_hardware(accelerator) -> str:
     if accelerator.device.type == "cuda":
         return f"{processes} x {torch.cuda.get_device_name(accelerator.device)}"
     return f"{accelerator.device.type.upper()} ({processes} process{'es' if processes > 1 else ''})"
+
+
+class DivergenceError(TrainingError):
+    """A non-finite loss: the weights of this step are not saved."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM or Ctrl-C: a checkpoint was saved at the step boundary; the exit code is 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """SIGTERM (what schedulers send before a kill) and SIGINT (Ctrl-C) only set a flag; the loop saves at
+    the next step boundary. A second Ctrl-C stops at once, without saving."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received = 0
+        self.previous = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt now
+        if os.environ.get("RANK", "0") == "0":  # every process of a launch gets the signal: one says so
+            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
+                  "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
@@ -109,16 +159,9 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
 
 
 def resolve_resume(config: RunConfig) -> Path | None:
-    if not config.resume_from_checkpoint:
-        return None
-    if config.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(Path(config.output_dir))
-        return checkpoints[-1][1] if checkpoints else None
-    path = Path(config.resume_from_checkpoint)
-    if not (path / "training_state" / "trainer_state.json").is_file():
-        raise ValueError(f"--resume_from_checkpoint {path} is not a checkpoint with training state "
-                         "(expected checkpoint-<step>/training_state/trainer_state.json)")
-    return path
+    """The checkpoint --resume_from_checkpoint names; `latest` with no checkpoint is an error, never a fresh start."""
+    output_dir = Path(config.output_dir)
+    return resume_target(config.resume_from_checkpoint, output_dir, list_checkpoints(output_dir))
 
 
 class MetricsLog:
@@ -129,8 +172,6 @@ class MetricsLog:
         if enabled and resume_step is not None and path.is_file():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
-        elif enabled and resume_step is None and path.exists():
-            path.unlink()
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -207,6 +248,12 @@ class PretrainingLoop:
         self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
+        # Cheap checks first, each before anything is written or downloaded.
+        resume = resolve_resume(config)
+        check_output_dir(self.output_dir, resuming=resume is not None, overwrite=config.overwrite_output_dir)
+        if config.save_total_limit is not None and config.save_total_limit < 1:
+            raise PreflightError(f"--save_total_limit must be at least 1 (got {config.save_total_limit}): the newest "
+                                 "checkpoint is always kept; omit it to keep them all")
         if config.tf32 and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -217,9 +264,16 @@ class PretrainingLoop:
 
             check_hub_access(config.hub_model_id, private=config.hub_private)
 
+        # Every example the run will score, parsed now (all of them for --hellaswag_final_full).
+        self.hellaswag_examples = None if config.skip_hellaswag else check_hellaswag(
+            config.hellaswag_file, None if config.hellaswag_final_full else config.hellaswag_limit)
         self.tokenizer = run_tokenizer(config)
         set_seed(config.seed)
         self.model_config = model_config(config, self.tokenizer)
+        # The shards' sha256 against their manifest, hashed in the background on the main process; the loop
+        # stops every rank if it fails, and waits for it before the first checkpoint.
+        self.shard_check = (BackgroundCheck(verify_shards, config.data_dir)
+                            if config.data_dir and acc.is_main_process else None)
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
         if config.max_steps is None:  # --num_train_epochs
@@ -229,11 +283,11 @@ class PretrainingLoop:
         # saved in checkpoints counts consumed batches only.
         self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         self._build_model_and_optimizer()
-        self.hellaswag_examples = None  # the first --hellaswag_limit examples, loaded at the first evaluation
         self.pushed = None  # the last checkpoint pushed to the Hub
+        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nanogpt2-push")
+        self.uploading: set[Path] = set()  # checkpoints rotation must not delete yet
         self.step, self.tokens_seen = 0, 0
-
-        resume = resolve_resume(config)
+        self.resumed_from, self.resume_record = resume, None
         if resume is not None:
             self.load_checkpoint(resume)
         self._prepare_output_dir()
@@ -265,12 +319,26 @@ class PretrainingLoop:
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
 
     def _prepare_output_dir(self) -> None:
-        """Sweep the temporary directories of saves a kill interrupted; record the run's settings."""
-        if self.accelerator.is_main_process:
+        """Sweep the temporary directories of saves a kill interrupted; with --overwrite_output_dir on a fresh
+        run, remove the previous run's checkpoints and metrics; record the run's settings in config.json,
+        with the history of resumes (the step, the checkpoint and what changed) of this run directory."""
+        acc = self.accelerator
+        if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            for unfinished in self.output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):
-                shutil.rmtree(unfinished, ignore_errors=True)
-            atomic_write_text(self.output_dir / "config.json", json.dumps(dataclasses.asdict(self.config), indent=2))
+            sweep_unfinished_saves(self.output_dir)
+            history = []
+            if self.resumed_from is None and self.config.overwrite_output_dir:
+                removed = clear_previous_run(self.output_dir)
+                if removed:
+                    print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}",
+                          file=sys.stderr)
+            elif (self.output_dir / "config.json").is_file():
+                history = json.loads((self.output_dir / "config.json").read_text()).get("resumes", [])
+            if self.resume_record is not None:
+                history.append(self.resume_record)
+            record = {**dataclasses.asdict(self.config), "resumes": history}
+            atomic_write_text(self.output_dir / "config.json", json.dumps(record, indent=2))
+        acc.wait_for_everyone()
 
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
@@ -318,15 +386,11 @@ class PretrainingLoop:
 
     def hellaswag(self, full: bool = False) -> dict | None:
         """HellaSwag on the first --hellaswag_limit examples, or on all of them when `full`."""
-        from .hellaswag import evaluate_hellaswag, load_hellaswag
+        from .hellaswag import evaluate_hellaswag
 
         if self.config.skip_hellaswag:
             return None
-        if self.hellaswag_examples is None:
-            self.hellaswag_examples = load_hellaswag(self.config.hellaswag_file, limit=self.config.hellaswag_limit)
-        examples = self.hellaswag_examples
-        if full and self.config.hellaswag_limit is not None:
-            examples = load_hellaswag(self.config.hellaswag_file)
+        examples = self.hellaswag_examples if full else self.hellaswag_examples[:self.config.hellaswag_limit]
         # Split across ranks, except under FSDP: there every forward is collective and the ranks' shares
         # need different numbers of forwards, so every rank scores all examples.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
@@ -358,6 +422,10 @@ class PretrainingLoop:
         every metric with the number of tokens or examples it covers."""
         record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss(),
                   "val_tokens": self.val_loader.num_batches * self.config.micro_batch_size * self.config.sequence_length}
+        if not math.isfinite(record["val_loss"]):
+            raise DivergenceError(f"step {self.step}: the validation loss is {record['val_loss']}; stopping without "
+                                  "saving this step. The last good checkpoint is kept; lower --learning_rate or check "
+                                  "the data, then --resume_from_checkpoint")
         result = self.hellaswag(full=final and self.config.hellaswag_final_full)
         if result is not None:
             record["hellaswag_acc_norm"] = result["acc_norm"]
@@ -396,6 +464,40 @@ class PretrainingLoop:
         acc = self.accelerator
         final = self.output_dir / f"checkpoint-{self.step}"
         tmp = temporary_path(final, unique=False)
+        if not self._weights_finite():  # a finite loss can still be followed by an update to inf/NaN
+            raise DivergenceError(f"step {self.step}: the weights hold NaN or inf after the update; stopping without "
+                                  "saving them. The last good checkpoint is kept; lower --learning_rate or "
+                                  "--max_grad_norm, then --resume_from_checkpoint")
+        try:
+            self._write_checkpoint(tmp, final)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = list_checkpoints(self.output_dir)
+            raise TrainingError(f"no space left to write {final} ({os.strerror(error.errno)}); "
+                                + (f"{kept[-1][1]} is kept. " if kept else "no checkpoint was kept. ")
+                                + "Free space (or pass a smaller --save_total_limit), then rerun with "
+                                "--resume_from_checkpoint latest") from None
+        if acc.is_main_process:
+            self._rotate_checkpoints(keep={final})
+            if self.config.push_to_hub and self.config.hub_strategy in ("every_save", "checkpoint"):
+                self._push_in_background(final)
+        return final
+
+    @torch.no_grad()
+    def _weights_finite(self) -> bool:
+        """All ranks agree (under FSDP each holds a shard of the weights)."""
+        bad = torch.zeros((), device=self.device)
+        for parameter in self.model.parameters():
+            local = parameter.to_local() if hasattr(parameter, "to_local") else parameter  # FSDP2: this rank's shard
+            bad += (~torch.isfinite(local)).any()
+        if self.accelerator.num_processes > 1:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        return not bad.item()
+
+    def _write_checkpoint(self, tmp: Path, final: Path) -> None:
+        acc = self.accelerator
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -403,7 +505,7 @@ class PretrainingLoop:
         with quiet_saves():
             acc.save_state(str(tmp / "training_state"))
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes,
-                 "hardware": describe_hardware(acc)}
+                 "hardware": describe_hardware(acc), "run_config": dataclasses.asdict(self.config)}
         (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
@@ -416,11 +518,7 @@ class PretrainingLoop:
         acc.wait_for_everyone()
         if acc.is_main_process:
             commit_directory(tmp, final)
-            self._rotate_checkpoints()
-            if self.config.push_to_hub and self.config.hub_strategy in ("every_save", "checkpoint"):
-                self._push(final)
         acc.wait_for_everyone()
-        return final
 
     def model_for_saving(self, state_dict: dict):
         """(model, state_dict) for save_pretrained. FSDP2 changes the class of the model it shards into a
@@ -438,10 +536,15 @@ class PretrainingLoop:
                 state_dict[tied] = state_dict[source]
         return model, state_dict
 
-    def _rotate_checkpoints(self) -> None:
+    def _rotate_checkpoints(self, keep: set[Path]) -> None:
+        """--save_total_limit: the oldest checkpoints go, never the one just saved, the one this run resumed
+        from, or one still being uploaded."""
         limit = self.config.save_total_limit
-        if limit:
-            for _, path in list_checkpoints(self.output_dir)[:-limit]:
+        if not limit:
+            return
+        protected = {p.resolve() for p in keep | self.uploading | ({self.resumed_from} if self.resumed_from else set())}
+        for _, path in list_checkpoints(self.output_dir)[:-limit]:
+            if path.resolve() not in protected:
                 shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -452,6 +555,7 @@ class PretrainingLoop:
         acc = self.accelerator
         training_state = path / "training_state"
         state = json.loads((training_state / "trainer_state.json").read_text())
+        self._check_resumed_run(path, state)
         saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
         if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
             raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
@@ -462,14 +566,68 @@ class PretrainingLoop:
         self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
         acc.load_state(str(training_state))
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        if state["world_size"] != acc.num_processes and acc.is_main_process:
+            print(f"resuming {path} (saved by {state['world_size']} process(es)) on {acc.num_processes}: the data "
+                  "position is resharded, the token stream continues", file=sys.stderr)
 
-    def _push(self, checkpoint: Path) -> None:
+    def _check_resumed_run(self, path: Path, state: dict) -> None:
+        """Refuse a resume that would silently become another run (model shape, tokenizer, batch geometry,
+        data); report and record allowed changes (learning rate, schedule, evaluation, ...)."""
+        saved_model = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        current_model = self.model_config.to_dict()
+        shape = [f"{key} was {saved_model[key]}, now {current_model.get(key)}"
+                 for key in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
+                 if key in saved_model and saved_model[key] != current_model.get(key)]
+        if shape:
+            raise PreflightError(f"--resume_from_checkpoint {path} holds another model shape ({', '.join(shape)}); "
+                                 "resume with the checkpoint's --preset/--n_layer/--n_head/--n_embd/--tokenizer, or "
+                                 "start a new run in another --output_dir")
+        changed = {}
+        if "run_config" in state:  # checkpoints written before the settings were recorded resume unchecked
+            changed = compare_resumed_settings(state["run_config"], dataclasses.asdict(self.config), path)
+        if state["world_size"] != self.accelerator.num_processes:
+            changed["num_processes"] = {"was": state["world_size"], "now": self.accelerator.num_processes}
+        if changed and self.accelerator.is_main_process:
+            print(f"resuming {path} with changed settings: "
+                  + ", ".join(f"{key} {c['was']!r} -> {c['now']!r}" for key, c in changed.items()), file=sys.stderr)
+        self.resume_record = {"step": state["step"], "checkpoint": str(path), "changed": changed}
+
+    def _push(self, checkpoint: Path, commit_message: str | None = None) -> None:
         from .publish import push_checkpoint
 
         push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens",
+                        commit_message=commit_message or f"{checkpoint.name}: step {self.step}, "
+                                                         f"{self.tokens_seen:,} tokens",
                         last_checkpoint=self.config.hub_strategy == "checkpoint")
         self.pushed = checkpoint
+
+    PUSH_ATTEMPTS, PUSH_RETRY_SECONDS = 3, 30.0
+
+    def _push_in_background(self, checkpoint: Path) -> None:
+        """An intermediate push (--hub_strategy every_save/checkpoint) runs in a thread on the main process:
+        other ranks never wait on an upload (a long one would hit NCCL's timeout). A failure is retried, then
+        reported; training goes on."""
+        from .publish import PublishError
+
+        attempts = self.PUSH_ATTEMPTS
+        message = f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens"  # the loop moves on meanwhile
+
+        def push():
+            try:
+                for attempt in range(1, attempts + 1):
+                    try:
+                        return self._push(checkpoint, message)
+                    except PublishError as error:
+                        if attempt == attempts:
+                            tqdm.write(f"warning: {error} (after {attempts} attempts); training continues",
+                                       file=sys.stderr)
+                        else:
+                            time.sleep(self.PUSH_RETRY_SECONDS * attempt)
+            finally:
+                self.uploading.discard(checkpoint)
+
+        self.uploading.add(checkpoint)
+        self.uploads.submit(push)
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> Path:
@@ -482,14 +640,34 @@ class PretrainingLoop:
                       f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
+        try:
+            with StopSignals() as signals:
+                last_checkpoint = self._train_steps(bar, signals)
+        finally:  # also on an error: the error line starts on a line of its own
+            bar.close()
+            self.train_loader.close()
+            self.uploads.shutdown(wait=True)  # an intermediate push still running finishes (or fails) first
+        if last_checkpoint is None:  # resumed at the end already
+            last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
+        if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
+            self._push(last_checkpoint)
+        acc.end_training()
+        return last_checkpoint
+
+    def _train_steps(self, bar, signals: StopSignals) -> Path | None:
+        acc, config = self.accelerator, self.config
         last_checkpoint = None
+        if self.shard_check is not None:
+            self.shard_check.wait(timeout=SHARD_CHECK_HEAD_START)  # small data: verified before step 1
+        self._raise_if_data_failed(self._stop_requests(signals)[1])
         while self.step < config.max_steps:
             start = time.perf_counter()
             loss, lr, grad_norm = self.train_step()
             seconds = time.perf_counter() - start
-            if not math.isfinite(loss):
-                raise TrainingError(f"step {self.step}: the training loss is {loss}; stopping. The last good checkpoint "
-                                    f"is kept; lower --learning_rate or check the data, then --resume_from_checkpoint")
+            if not math.isfinite(loss):  # every rank has the same reduced loss: all stop here, nothing saved
+                raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
+                                      "checkpoint is kept; lower --learning_rate or check the data, then "
+                                      "--resume_from_checkpoint")
             tokens_per_sec = config.total_batch_size / seconds
             utilisation = mfu(tokens_per_sec, self.flops_per_token, self.peak_flops)
             if self.step % config.logging_steps == 0 or self.step == config.max_steps:
@@ -506,15 +684,38 @@ class PretrainingLoop:
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             done = self.step == config.max_steps
+            save = self.step % config.save_steps == 0 or done
+            if save and self.shard_check is not None:
+                self.shard_check.wait()  # never checkpoint a run whose data failed verification
+            signum, data_failed = self._stop_requests(signals)
+            self._raise_if_data_failed(data_failed)
             if self.step % config.eval_steps == 0 or done:
-                self.evaluate(bar, final=done)
-            if self.step % config.save_steps == 0 or done:
+                try:
+                    self.evaluate(bar, final=done)
+                except DivergenceError:
+                    raise
+                except Exception:  # the step's checkpoint is saved before the evaluation error is reported
+                    if save:
+                        self.save_checkpoint()
+                    raise
+            if save or signum:
                 last_checkpoint = self.save_checkpoint()
-        bar.close()
-        self.train_loader.close()
-        if last_checkpoint is None:  # resumed at the end already
-            last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
-        if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
-            self._push(last_checkpoint)
-        acc.end_training()
+            if signum:
+                name = signal.Signals(signum).name
+                raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "
+                                          "resume with the same command plus --resume_from_checkpoint latest", signum)
         return last_checkpoint
+
+    def _raise_if_data_failed(self, failed: bool) -> None:
+        if failed:  # the main process raises the shard's error; the others stop quietly with it
+            raise (self.shard_check.error() if self.shard_check is not None else
+                   TrainingError("shard verification failed on the main process"))
+
+    def _stop_requests(self, signals: StopSignals) -> tuple[int, bool]:
+        """(signal received by any rank, shard verification failed) agreed by all ranks at a step boundary,
+        so that every rank saves, or stops, at the same step."""
+        failed = self.shard_check is not None and self.shard_check.error() is not None
+        flags = torch.tensor([signals.received, int(failed)], device=self.device)
+        if self.accelerator.num_processes > 1:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return int(flags[0]), bool(flags[1])

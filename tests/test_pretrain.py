@@ -119,7 +119,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
     from nanogpt2.training import PretrainingLoop
 
     def gradients(micro_batch_size):
-        config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(tmp_path),
+        config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--skip_hellaswag",
+                                         "--output_dir", str(tmp_path / f"mb{micro_batch_size}"),
                                          "--micro_batch_size", str(micro_batch_size), "--dropout", "0.0"])
         trainer = PretrainingLoop(config)
         trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients, skip the update
@@ -149,7 +150,7 @@ def test_bad_inputs_give_clear_errors(args, message, tmp_path, tinyshakespeare_f
     if "wandb" in args and importlib.util.find_spec("wandb"):
         pytest.skip("wandb is installed here")
     code, last_line = pretrain_in_process(SMALL + ["--train_file", tinyshakespeare_file, "--max_steps", 1,
-                                                   "--output_dir", tmp_path] + args, capsys)
+                                                   "--skip_hellaswag", "--output_dir", tmp_path] + args, capsys)
     assert code == 1 and message in last_line[0], last_line
 
 
@@ -192,6 +193,7 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
     pretrain(args)
     assert len(train_losses(tmp_path / "run")[0]) == 2
 
+    args += ["--overwrite_output_dir"]  # the same run directory again: a fresh run must say so
     shard = data / "shard_train_000002.bin"
     good = shard.read_bytes()
     shard.write_bytes(good[:-2])
@@ -200,7 +202,8 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
     write_shard(shard, np.full(1000, 50300), load_tokenizer().identity)
     code, error = pretrain_in_process(args, capsys)
     assert code == 1 and "holds token id 50300 >= vocabulary size 50257" in error[0]
-    code, error = pretrain_in_process(SMALL + ["--data_dir", tmp_path / "nope", "--max_steps", 1, "--output_dir",
+    code, error = pretrain_in_process(SMALL + ["--data_dir", tmp_path / "nope", "--skip_hellaswag", "--max_steps", 1,
+                                               "--output_dir",
                                                tmp_path / "r2"], capsys)
     assert code == 1 and "does not exist; create it with prepare_fineweb.py" in error[0]
 

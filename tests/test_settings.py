@@ -209,7 +209,7 @@ def test_hub_ids_offline_are_one_clear_line(tmp_path, capsys, monkeypatch, flag)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
     code, err = main_in_process(["--preset", "tiny", flag, "someone/gpt2-like", "--output_dir", tmp_path / "run",
-                                 "--report_to", "none"], capsys)
+                                 "--report_to", "none", "--skip_hellaswag"], capsys)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "Traceback" not in err
     assert errors[0].startswith(f"error: {flag} someone/gpt2-like is not a local directory, and the Hugging Face Hub "
@@ -223,7 +223,7 @@ def _first_step(tmp_path, name, model_dir, text_file):
     config = resolve_config([str(a) for a in [
                              "--preset", "tiny", "--model_name_or_path", model_dir, "--train_file", text_file,
                              "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128",
-                             "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--output_dir",
+                             "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--skip_hellaswag", "--output_dir",
                              tmp_path / name]])
     loop = PretrainingLoop(config)
     position = loop.train_loader.state_dict()
@@ -267,7 +267,7 @@ def test_num_train_epochs_and_config_name_in_the_loop(tmp_path, hf_gpt2_fixture_
     config = resolve_config([str(a) for a in [
         "--preset", "tiny", "--config_name", hf_gpt2_fixture_dir, "--train_file", text, "--num_train_epochs", "2",
         "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128", "--eval_tokens", "64",
-        "--report_to", "none", "--output_dir", tmp_path / "run"]])
+        "--report_to", "none", "--skip_hellaswag", "--output_dir", tmp_path / "run"]])
     loop = PretrainingLoop(config)
     assert config.max_steps == steps_for_epochs(2, loop.train_loader.total_tokens, 128) > 1
     # the fixture's architecture (1 layer, width 2), its weights not loaded

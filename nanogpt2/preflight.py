@@ -1,0 +1,179 @@
+"""What run_pretrain.py checks before step 1, so that no problem is found only after hours of training:
+the run directory (writable, not mixed with another run), the resume target and what changed since,
+HellaSwag, and the shards' sha256 against their manifest. Data size, validation split, tracker and Hub
+access are checked where they are built (data.build_loaders, training.build_accelerator,
+publish.check_hub_access), also before step 1. Every failure is one message naming the flag or file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from .fileio import TMP_PREFIX
+from .sources import DataError
+
+# Settings that, changed on resume, would silently train a different run: refused.
+RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "n_head", "n_embd", "n_positions",
+                     "tokenizer_name", "per_device_train_batch_size", "block_size", "total_batch_size", "data_dir",
+                     "train_file", "validation_file", "dataset_name", "dataset_config_name", "streaming", "text_column", "validation_split_percentage", "seed")
+# Settings that, changed on resume, only change the rest of the run: allowed, reported and recorded.
+# Everything else (the optimizer, schedule, evaluation, logging, saving) is allowed too.
+RESUME_IGNORED = ("resume_from_checkpoint", "overwrite_output_dir")
+RUN_FILES = ("metrics.jsonl", "config.json")
+
+
+class PreflightError(ValueError):
+    """A problem found before training; the message names the flag or file and the fix."""
+
+
+def run_contents(output_dir: Path) -> list[str]:
+    """What of a previous run `output_dir` holds: checkpoint directories and metrics.jsonl. A config.json
+    alone (a run stopped before its first step) is not a run: a fresh run replaces it."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p.name for p in output_dir.iterdir()
+                  if (p.name.startswith("checkpoint-") and p.is_dir())
+                  or (p.name == "metrics.jsonl" and p.is_file() and p.stat().st_size > 0))
+
+
+def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """--output_dir is a directory we can write, and a fresh run does not land on top of another one."""
+    flag = f"--output_dir {output_dir}"
+    if output_dir.exists() and not output_dir.is_dir():
+        raise PreflightError(f"{flag} is a file, not a directory; pass another --output_dir")
+    existing = next((p for p in [output_dir, *output_dir.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PreflightError(f"{flag} is not writable ({existing} is read-only to this user); pass another "
+                             "--output_dir")
+    contents = run_contents(output_dir)
+    if contents and not resuming and not overwrite:
+        shown = ", ".join(contents[:4]) + (", ..." if len(contents) > 4 else "")
+        raise PreflightError(f"{flag} already holds a run ({shown}); continue it with --resume_from_checkpoint "
+                             "latest, start over with --overwrite_output_dir (deletes its checkpoints and "
+                             "metrics), or pass another --output_dir")
+
+
+def clear_previous_run(output_dir: Path) -> list[str]:
+    """--overwrite_output_dir on a fresh run: the previous run's checkpoints and metrics go, so that two
+    runs are never mixed; other files (notes, a tracker's logs) stay."""
+    removed = sorted({*run_contents(output_dir), *(name for name in RUN_FILES if (output_dir / name).is_file())})
+    for name in removed:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return removed
+
+
+def resume_target(resume_from_checkpoint: str | None, output_dir: Path, checkpoints: list) -> Path | None:
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        if not checkpoints:
+            fix = ("start over with --overwrite_output_dir (its metrics.jsonl is from steps before the first save)"
+                   if run_contents(output_dir) else "drop --resume_from_checkpoint to start a fresh run")
+            raise PreflightError(f"--resume_from_checkpoint latest: --output_dir {output_dir} holds no "
+                                 f"checkpoint-<step> to resume; {fix}")
+        return checkpoints[-1][1]
+    path = Path(resume_from_checkpoint)
+    if not (path / "training_state" / "trainer_state.json").is_file():
+        raise PreflightError(f"--resume_from_checkpoint {path} is not a checkpoint with training state "
+                             "(expected checkpoint-<step>/training_state/trainer_state.json)")
+    return path
+
+
+def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
+    """(refused, changed) between the settings a checkpoint was written with and this run's. `refused`
+    non-empty means the run would silently become another one; `changed` lists what is allowed."""
+    refused, changed = [], {}
+    for key, value in current.items():
+        if key in RESUME_IGNORED or key not in saved or saved[key] == value:
+            continue
+        if key in RESUME_MUST_MATCH:
+            refused.append(f"--{key} was {saved[key]!r}, now {value!r}")
+        else:
+            changed[key] = {"was": saved[key], "now": value}
+    if refused:
+        raise PreflightError(f"--resume_from_checkpoint {checkpoint}: " + "; ".join(refused) + ". Resume with the "
+                             "checkpoint's settings (run_config in its training_state/trainer_state.json), or start "
+                             "a new run in another --output_dir")
+    return changed
+
+
+def check_hellaswag(hellaswag_file: str | None, limit: int | None) -> list[dict]:
+    """The HellaSwag examples the run will evaluate on, loaded (and every line parsed) now."""
+    from .hellaswag import load_hellaswag
+
+    if hellaswag_file is not None and not Path(hellaswag_file).is_file():
+        raise PreflightError(f"--hellaswag_file {hellaswag_file} does not exist; pass an existing "
+                             "hellaswag_val.jsonl, or --skip_hellaswag")
+    try:
+        return load_hellaswag(hellaswag_file, limit=limit)
+    except DataError as error:
+        message = str(error)
+        if hellaswag_file is None:  # the download failed: the fix is run_pretrain.py's flag
+            raise PreflightError(f"HellaSwag could not be downloaded ({message.split(';')[0]}); offline? pass a local "
+                                 "copy with --hellaswag_file hellaswag_val.jsonl, or --skip_hellaswag") from None
+        raise PreflightError(f"--hellaswag_file: {message}") from None
+
+
+def verify_shards(data_dir) -> None:
+    """Every shard listed in <data_dir>/manifest.json still has the sha256 it was written with, and the
+    manifest says preparation finished. Raises DataError naming the shard."""
+    from .prepare import MANIFEST, read_manifest
+    from .sources import file_sha256
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        return  # shards from elsewhere: their headers and token ids are still checked on opening
+    if not manifest.get("complete", True):
+        raise DataError(f"--data_dir {data_dir}: {MANIFEST} says preparation did not finish; rerun the same "
+                        "prepare_fineweb.py command to complete it")
+    for shard in manifest.get("shards", []):
+        path = data_dir / shard["file"]
+        if not path.is_file():
+            raise DataError(f"shard {path} listed in {data_dir / MANIFEST} is missing; rerun prepare_fineweb.py "
+                            "with the same settings (it rebuilds only missing or damaged shards)")
+        if file_sha256(path) != shard["sha256"]:
+            raise DataError(f"shard {path} no longer matches the sha256 in {data_dir / MANIFEST} (changed after "
+                            "preparation); rerun prepare_fineweb.py with the same settings to rebuild it")
+
+
+class BackgroundCheck:
+    """A check run in a thread (e.g. hashing 20 GB of shards) while training starts; `error()` is the
+    exception it raised, once it has finished, else None; `wait()` blocks until it has."""
+
+    def __init__(self, check, *args):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(check, *args), daemon=True,
+                                        name="nanogpt2-preflight")
+        self._thread.start()
+
+    def _run(self, check, *args) -> None:
+        try:
+            check(*args)
+        except BaseException as error:  # reported to the loop, which stops all ranks
+            self._error = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        return self.error()
+
+    def error(self):
+        return self._error if self.done() else None
+
+
+def sweep_unfinished_saves(output_dir: Path) -> None:
+    for unfinished in output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):
+        shutil.rmtree(unfinished, ignore_errors=True)
+
+
+__all__ = ["PreflightError", "check_output_dir", "clear_previous_run", "resume_target", "compare_resumed_settings",
+           "check_hellaswag", "verify_shards", "BackgroundCheck", "sweep_unfinished_saves", "run_contents"]
