@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from nanogpt2.convert import PICKLE_SUFFIXES
 from nanogpt2.fileio import OutputPathError, atomic_write_text, check_output_file, describe_os_error
 from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
 from nanogpt2.sources import DataError, looks_like_local_path
@@ -36,10 +37,10 @@ def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_r
         raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
                              "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
     if local and not list(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
-        found = f"holds only pickle weights ({', '.join(pickles)}), refused as unsafe" if pickles else "has no weights"
-        raise HellaSwagError(f"--model {name_or_path} {found}: nanogpt2 loads only *.safetensors weights; pass a "
-                             "checkpoint directory with model.safetensors")
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f"only pickle weights ({', '.join(pickles)}), refused as unsafe" if pickles else "no weights"
+        raise HellaSwagError(f"could not load --model {name_or_path}: {found}; nanogpt2 loads only *.safetensors "
+                             "weights, pass a checkpoint directory with model.safetensors")
     try:
         model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
                                                      trust_remote_code=trust_remote_code, use_safetensors=True)
@@ -115,13 +116,19 @@ def check_args(args) -> torch.device | None:
     return device
 
 
+def report(message: str) -> int:
+    """One `error:` line per launch: under accelerate launch / torchrun only rank 0 prints it."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         device = check_args(args)
     except (DataError, OutputPathError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return report(str(error))
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch / torchrun
         from accelerate import Accelerator
@@ -136,16 +143,14 @@ def main(argv=None) -> int:
                                     device=device, accelerator=accelerator, progress=not args.no_progress,
                                     max_length=args.max_length)
     except DataError as error:  # HellaSwagError is one
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return report(str(error))
     if accelerator is not None and not accelerator.is_main_process:
         return 0
     result["model"] = args.model
     try:
         write_results(result, args.output_file, args.predictions_file)
     except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+        return report(describe_os_error(error))
     print(json.dumps({key: value for key, value in result.items() if key != "predictions"}, indent=2))
     if result["num_truncated"]:
         print(f"note: {result['num_truncated']} example(s) were longer than the model's context and were "

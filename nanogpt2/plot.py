@@ -54,9 +54,9 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines: bool = 
     records = read_metrics(run_dir)
     output = Path(output) if output else Path(run_dir) / "training_curves.png"
     check_output_file(output, "--output")
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
-    if output.suffix.lstrip(".").lower() not in formats:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if output.suffix.lstrip(".").lower() not in FigureCanvasBase.get_supported_filetypes():
         raise OutputPathError(f"--output {output}: unknown image type {output.suffix or '(none)'!r}; end the name "
                               "with .png, .pdf or .svg")
     train = [r for r in records if "train_loss" in r]

@@ -164,9 +164,9 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
     damaged = [i for i, s in enumerate(shards) if not _intact(output_dir / s["file"], s["sha256"])]
     if manifest["complete"] and not damaged:
         return manifest
-    job = _Tokenization(source, output_dir, tokenizer, shard_size, prefix, num_proc, progress,
-                        _open_dataset(source, manifest, num_proc))
     try:
+        job = _Tokenization(source, output_dir, tokenizer, shard_size, prefix, num_proc, progress,
+                            _open_dataset(source, manifest, num_proc))
         _repair(job, manifest, damaged)
         if not manifest["complete"]:
             _continue(job, manifest, max_tokens)
