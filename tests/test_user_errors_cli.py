@@ -478,9 +478,8 @@ def _(t, i):
 # one case per command and failure class runs in the fast loop (each process costs ~4 s CPU: importing
 # nanogpt2 imports transformers); `pytest -m slow` runs the rest
 FAST = {"convert_from_gpt2_into_an_existing_run_dir", "convert_pickle_only_checkpoint_is_unsafe", "eval_limit_zero",
-        "eval_output_file_is_a_directory", "prepare_corpus_smaller_than_one_shard",
-        "prepare_non_utf8_jsonl_names_file_and_line", "prepare_verify_tampered_shard",
-        "prepare_verify_incomplete_manifest", "publish_offline_with_a_token", "plot_malformed_metrics_line",
+        "prepare_corpus_smaller_than_one_shard", "prepare_non_utf8_jsonl_names_file_and_line",
+        "prepare_verify_tampered_shard", "publish_offline_with_a_token", "plot_malformed_metrics_line",
         "tokenizer_output_dir_holds_other_files"}
 
 
