@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.fileio import atomic_write_text
+from nanogpt2.convert import PICKLE_SUFFIXES
+from nanogpt2.fileio import OutputPathError, atomic_write_text, check_output_file, describe_os_error
 from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
 from nanogpt2.sources import DataError, looks_like_local_path
 
@@ -35,12 +36,17 @@ def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_r
     if local and not path.is_dir():
         raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
                              "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
+    if local and not list(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f"only pickle weights ({', '.join(pickles)}), refused as unsafe" if pickles else "no weights"
+        raise HellaSwagError(f"could not load --model {name_or_path}: {found}; nanogpt2 loads only *.safetensors "
+                             "weights, pass a checkpoint directory with model.safetensors")
     try:
         model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path if local else name_or_path,
                                                   trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # OSError, ValueError, safetensors' SafetensorError (a truncated or tampered file)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HellaSwagError(f"could not load --model {name_or_path}: {first_line}") from None
     if device is not None:
@@ -85,14 +91,50 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_args(args) -> torch.device | None:
+    """Every flag checked before any loading: bounds, the device, the output paths. Returns --device."""
+    for flag, value, least in (("--limit", args.limit, 1), ("--batch_size", args.batch_size, 1),
+                               ("--max_length", args.max_length, 2)):
+        if value is not None and value < least:
+            raise HellaSwagError(f"{flag} {value} must be at least {least}")
+    device = None
+    if args.device:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise HellaSwagError(f"--device {args.device!r} is not a device; use cpu, cuda, cuda:1, mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise HellaSwagError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise HellaSwagError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA "
+                                 "device(s); pick one of them")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise HellaSwagError(f"--device {args.device}: MPS is not available here; use --device cpu")
+    for flag, path in (("--output_file", args.output_file), ("--predictions_file", args.predictions_file)):
+        if path:
+            check_output_file(path, flag)
+    return device
+
+
+def report(message: str) -> int:
+    """One `error:` line per launch: under accelerate launch / torchrun only rank 0 prints it."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        device = check_args(args)
+    except (DataError, OutputPathError) as error:
+        return report(str(error))
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch / torchrun
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = torch.device(args.device) if args.device else (
+    device = device or (
         accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         examples = load_hellaswag(args.data_file, split=args.split, limit=args.limit)
@@ -101,12 +143,14 @@ def main(argv=None) -> int:
                                     device=device, accelerator=accelerator, progress=not args.no_progress,
                                     max_length=args.max_length)
     except DataError as error:  # HellaSwagError is one
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return report(str(error))
     if accelerator is not None and not accelerator.is_main_process:
         return 0
     result["model"] = args.model
-    write_results(result, args.output_file, args.predictions_file)
+    try:
+        write_results(result, args.output_file, args.predictions_file)
+    except OSError as error:
+        return report(describe_os_error(error))
     print(json.dumps({key: value for key, value in result.items() if key != "predictions"}, indent=2))
     if result["num_truncated"]:
         print(f"note: {result['num_truncated']} example(s) were longer than the model's context and were "

@@ -15,8 +15,9 @@ import argparse
 import os
 import sys
 
+from nanogpt2.fileio import OutputPathError, describe_os_error
+from nanogpt2.prepare import Source, prepare_shards, verify_prepared
 from nanogpt2.sources import DataError
-from nanogpt2.prepare import Source, prepare_shards
 
 
 def main(argv=None) -> int:
@@ -47,7 +48,20 @@ def main(argv=None) -> int:
                         help="a tokenizer.json directory, e.g. from train_tokenizer.py (default: GPT-2's)")
     parser.add_argument("--prefix", default=None,
                         help="shard file name prefix (default: edufineweb for the Hub, shard for local files)")
+    parser.add_argument("--verify", action="store_true",
+                        help="only check --output_dir against its manifest.json (every shard's size, header and "
+                             "sha256) and exit: 0 when intact, 1 naming the first shard that is not")
     args = parser.parse_args(argv)
+    if args.verify:
+        try:
+            manifest = verify_prepared(args.output_dir)
+            if manifest is None:
+                raise DataError(f"--output_dir {args.output_dir} has no manifest.json; nothing to verify")
+        except (DataError, OSError) as error:
+            print(f"error: {describe_os_error(error) if isinstance(error, OSError) else error}", file=sys.stderr)
+            return 1
+        print(f"{args.output_dir}: {len(manifest['shards'])} shards intact, {manifest['total_tokens']:,} tokens")
+        return 0
     source = Source(None if args.data_files else args.dataset_name,
                     None if args.data_files else args.dataset_config_name, args.split, args.data_files,
                     args.text_column, args.streaming, args.revision)
@@ -55,10 +69,15 @@ def main(argv=None) -> int:
     try:
         manifest = prepare_shards(source, args.output_dir, args.tokenizer, args.shard_size, args.num_proc,
                                   args.max_tokens, prefix)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.output_dir}: {len(manifest['shards'])} shards, {manifest['total_tokens']:,} tokens")
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return 1
+    skipped = manifest.get("skipped_documents", 0)
+    print(f"{args.output_dir}: {len(manifest['shards'])} shards, {manifest['total_tokens']:,} tokens"
+          + (f" ({skipped:,} null or empty documents skipped)" if skipped else ""))
     return 0
 
 

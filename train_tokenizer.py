@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from nanogpt2.bpe_training import train_bpe_tokenizer
+from nanogpt2.fileio import check_output_dir, describe_os_error
 from nanogpt2.sources import DataError
 
 
@@ -27,12 +28,18 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", required=True, help="directory for tokenizer.json and tokenizer_config.json")
     parser.add_argument("--text_column", default="text", help="column holding the text in .jsonl/.json/.parquet files")
     parser.add_argument("--min_frequency", type=int, default=2, help="merge only pairs seen at least this often")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="write into an existing non-empty --output_dir (its tokenizer files are replaced)")
     args = parser.parse_args(argv)
     try:
+        check_output_dir(args.output_dir, "--output_dir", args.overwrite_output_dir)
         tokenizer = train_bpe_tokenizer(args.files, args.vocab_size, args.output_dir, args.text_column,
                                         args.min_frequency)
-    except (DataError, ValueError) as error:
+    except ValueError as error:  # DataError, OutputPathError and bad settings
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print(f"wrote {args.output_dir}: {len(tokenizer)} tokens")
     if len(tokenizer) < args.vocab_size:

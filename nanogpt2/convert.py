@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import write_model_files
 from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config
-from .fileio import atomic_directory
+from .fileio import (OutputPathError, atomic_directory, check_output_dir, describe_os_error,
+                     sweep_temporaries)
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .sources import DataError, local_or_hub_dir
 
@@ -43,25 +44,62 @@ def resolve_checkpoint_dir(name_or_path: str, flag: str = "checkpoint") -> Path:
         raise ConversionError(str(error)) from None
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
+    """Every *.safetensors file of `directory`; pickle files are never opened (unpickling runs code)."""
+    from safetensors import SafetensorError
+
     files = sorted(directory.glob("*.safetensors"))
     if not files:
-        found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
-        raise ConversionError(
-            f"no *.safetensors weights in {directory} (found: {found}); only safetensors are loaded "
-            "(re-save a .bin checkpoint with a trusted transformers install: model.save_pretrained(dir))"
-        )
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ConversionError(
+                f"{directory} holds only pickle weights ({', '.join(pickles)}), refused as unsafe: unpickling "
+                "can run any code and nanogpt2 loads only safetensors; use a checkpoint with model.safetensors")
+        raise ConversionError(f"no *.safetensors weights in {directory}; pass a checkpoint directory written by "
+                              "save_pretrained")
     state = {}
     for file in files:
-        state.update(load_file(file))
+        try:
+            state.update(load_file(file))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConversionError(f"{file} is not a valid safetensors file, refused (truncated or tampered: "
+                                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                                  "restore it from the original checkpoint") from None
     return state
 
 
 def _read_config(directory: Path) -> dict:
     file = directory / "config.json"
     if not file.is_file():
-        raise ConversionError(f"no config.json in {directory}")
-    return json.loads(file.read_text())
+        raise ConversionError(f"no config.json in {directory}; pass a checkpoint directory written by "
+                              "save_pretrained")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConversionError(f"{file} is not valid JSON ({getattr(error, 'msg', error)}); restore it from the "
+                              "original checkpoint") from None
+    if not isinstance(config, dict):
+        raise ConversionError(f"{file} is not a JSON object; restore it from the original checkpoint")
+    return config
+
+
+def _check_output(src: str, dst: str, overwrite_output_dir: bool) -> None:
+    """Before any work: DST must not be (or hold) SRC, and an existing DST is replaced only when asked."""
+    source, target = Path(src).resolve(), Path(dst).resolve()
+    if source == target or target in source.parents:
+        raise ConversionError(f"output directory {dst} is (or contains) the source {src}; choose another one")
+    check_output_dir(dst, "output directory", overwrite_output_dir)
+    sweep_temporaries(target.parent, [target.name])  # what a killed conversion into DST left behind
+
+
+def _check_shapes(converted: dict, expected: dict, source: Path) -> None:
+    for key, tensor in converted.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ConversionError(f"{source}: {key} has shape {tuple(tensor.shape)}, its config.json implies "
+                                  f"{tuple(expected[key].shape)}; the weights do not match the config")
 
 
 def _check_keys(converted: dict, expected: set, source: Path) -> None:
@@ -148,15 +186,21 @@ def gpt2_to_nanogpt2(source: Path, pad_vocab_multiple: int = 1, **overrides) -> 
         model = NanoGPT2ForCausalLM(config)
     expected = {k for k in model.state_dict() if k != "lm_head.weight"}
     _check_keys(converted, expected, source)
+    _check_shapes(converted, model.state_dict(), source)
     model.load_state_dict(converted, strict=False, assign=True)
     model.tie_weights()
     return model
 
 
-def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1) -> NanoGPT2ForCausalLM:
+def convert_from_gpt2(src: str, dst: str, pad_vocab_multiple: int = 1,
+                      overwrite_output_dir: bool = False) -> NanoGPT2ForCausalLM:
     """Write a nanogpt2 checkpoint at `dst` from the HF GPT-2 checkpoint `src` (directory or Hub id).
 
-    `pad_vocab_multiple=64` pads the embedding (zero rows, never predicted) for faster further training."""
+    `pad_vocab_multiple=64` pads the embedding (zero rows, never predicted) for faster further training.
+    An existing non-empty `dst` is refused unless `overwrite_output_dir` (then it is replaced as a whole)."""
+    if pad_vocab_multiple < 1:
+        raise ConversionError(f"--pad_vocab_multiple {pad_vocab_multiple} must be at least 1 (64 gives 50304)")
+    _check_output(src, dst, overwrite_output_dir)
     source = resolve_checkpoint_dir(src)
     model = gpt2_to_nanogpt2(source, pad_vocab_multiple)
     with atomic_directory(dst) as tmp:
@@ -192,9 +236,9 @@ def load_pretrained(name_or_path: str, flag: str = "checkpoint", **overrides) ->
     return NanoGPT2ForCausalLM.from_pretrained(source, dtype=torch.float32, **overrides)
 
 
-def convert_to_gpt2(src: str, dst: str):
+def convert_to_gpt2(src: str, dst: str, overwrite_output_dir: bool = False):
     """Write a native `model_type: gpt2` checkpoint (GPT2LMHeadModel, no remote code) from a nanogpt2 one.
-    Returns the output directory.
+    Returns the output directory. An existing non-empty `dst` is refused unless `overwrite_output_dir`.
 
     Padded vocabulary rows are trimmed; a model without biases gets zero biases (the same function)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -202,10 +246,15 @@ def convert_to_gpt2(src: str, dst: str):
     source = Path(src)
     if not source.is_dir():
         raise ConversionError(f"{src} is not a checkpoint directory")
+    _check_output(src, dst, overwrite_output_dir)
     ours = _read_config(source)
     if ours.get("model_type") != "nanogpt2":
         raise ConversionError(f"{source}/config.json has model_type {ours.get('model_type')!r}, expected 'nanogpt2'")
-    config = NanoGPT2Config.from_pretrained(source)
+    try:
+        config = NanoGPT2Config.from_pretrained(source)
+    except (TypeError, ValueError) as error:
+        raise ConversionError(f"{source}/config.json is not a valid nanogpt2 config ({error}); restore it from "
+                              "the original checkpoint") from None
     with torch.device("meta"):
         model = NanoGPT2ForCausalLM(config)
     state = load_safetensors_state(source)
@@ -261,14 +310,21 @@ def main(argv=None) -> int:
     to_gpt2 = commands.add_parser("to-gpt2", help="nanogpt2 checkpoint -> native GPT2LMHeadModel (no remote code)")
     to_gpt2.add_argument("src", help="a nanogpt2 checkpoint directory")
     to_gpt2.add_argument("dst", help="output directory for the GPT-2 checkpoint")
+    for command in (from_gpt2, to_gpt2):
+        command.add_argument("--overwrite_output_dir", action="store_true",
+                             help="replace an existing non-empty DST and everything in it (default: refuse)")
     args = parser.parse_args(argv)
     try:
         if args.command == "from-gpt2":
-            convert_from_gpt2(args.src, args.dst, pad_vocab_multiple=args.pad_vocab_multiple)
+            convert_from_gpt2(args.src, args.dst, pad_vocab_multiple=args.pad_vocab_multiple,
+                              overwrite_output_dir=args.overwrite_output_dir)
         else:
-            convert_to_gpt2(args.src, args.dst)
-    except (ConversionError, FileNotFoundError) as error:
+            convert_to_gpt2(args.src, args.dst, overwrite_output_dir=args.overwrite_output_dir)
+    except (ConversionError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {describe_os_error(error, args.dst)}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst}")
     return 0

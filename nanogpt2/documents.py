@@ -47,6 +47,8 @@ class Chunk:
 def check_local_file(path, text_column: str = "text") -> None:
     """Fail before any work on a missing file, an unsupported type or a missing text column."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory; pass the files in it")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     suffix = path.suffix.lower()
@@ -100,6 +102,8 @@ def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
             continue
         try:
             row = json.loads(line)
+        except UnicodeDecodeError as error:
+            problem = f"not UTF-8 text (byte 0x{line[error.start]:02x} at column {error.start + 1})"
         except json.JSONDecodeError as error:
             problem = f"not valid JSON ({error.msg})"
         else:
@@ -113,12 +117,37 @@ def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
     return texts
 
 
+def _read_txt(path) -> str:
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}); "
+                        "convert the file to UTF-8 (binary files cannot be tokenized)") from None
+
+
+def drop_empty(texts: Sequence) -> tuple[list[str], np.ndarray]:
+    """The documents without null or empty rows, and for each kept document (plus one past the last) how
+    many rows were dropped before it: empty rows are skipped and counted, never fatal."""
+    kept, dropped_before, dropped = [], [], 0
+    for text in texts:
+        if text is None or text == "":
+            dropped += 1
+            continue
+        kept.append(text)
+        dropped_before.append(dropped)
+    dropped_before.append(dropped)
+    return kept, np.array(dropped_before, dtype=np.int64)
+
+
 def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[str]:
-    """The chunk's documents, in order."""
+    """The chunk's documents, in order (null or empty rows included: see `drop_empty`)."""
     if chunk.kind == "texts":
         texts = list(chunk.texts)
     elif chunk.kind == "txt":
-        texts = [Path(chunk.path).read_text(encoding="utf-8")]
+        texts = [_read_txt(chunk.path)]
     elif chunk.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -128,7 +157,7 @@ def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[st
     else:
         texts = _jsonl_texts(chunk, text_column)
     for text in texts:
-        if not isinstance(text, str):
+        if text is not None and not isinstance(text, str):
             raise DataError(f"{chunk.path or 'the dataset'}: column {text_column!r} holds {type(text).__name__}, "
                             "not text (set --text_column)")
     return texts
@@ -137,7 +166,7 @@ def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[st
 def read_documents(path, text_column: str = "text") -> list[str]:
     """The documents of a local file: .jsonl/.json/.parquet one per row (`text_column`), .txt one per file."""
     check_local_file(path, text_column)
-    return [text for chunk in local_chunks(path) for text in read_chunk(chunk, text_column)]
+    return [text for chunk in local_chunks(path) for text in drop_empty(read_chunk(chunk, text_column))[0]]
 
 
 def encode_documents(texts: Sequence[str], tokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -194,16 +223,18 @@ def _init_worker(tokenizer, text_column: str, dataset) -> None:
     _worker.update(tokenizer=tokenizer, text_column=text_column, dataset=dataset)
 
 
-def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     chunk, skip = task
-    texts = read_chunk(chunk, _worker["text_column"], _worker["dataset"])[skip:]
-    return encode_documents(texts, _worker["tokenizer"])
+    texts, dropped_before = drop_empty(read_chunk(chunk, _worker["text_column"], _worker["dataset"]))
+    tokens, ends = encode_documents(texts[skip:], _worker["tokenizer"])
+    return tokens, ends, dropped_before[skip:] - dropped_before[min(skip, len(dropped_before) - 1)]
 
 
 def tokenize_chunks(tasks: Iterable[tuple[Chunk, int]], tokenizer, text_column: str = "text", num_proc: int = 1,
-                    dataset=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(tokens, document ends) of each (chunk, documents to skip at its start), in order, by `num_proc`
-    processes. `dataset`: the `datasets` dataset that "rows" chunks index (inherited by the workers)."""
+                    dataset=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(tokens, document ends, empty rows dropped before each document and in all) of each (chunk, documents
+    to skip at its start), in order, by `num_proc` processes. `dataset`: the `datasets` dataset that "rows"
+    chunks index (inherited by the workers). Null or empty rows are dropped (`drop_empty`)."""
     return ordered_map(_encode_chunk, tasks, num_proc, _init_worker, (tokenizer, text_column, dataset))
 
 
@@ -227,5 +258,5 @@ def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 
 
 
 def _concatenate(results, tokenizer) -> np.ndarray:
-    pieces = [tokens for tokens, _ in results]
+    pieces = [tokens for tokens, _, _ in results]
     return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))

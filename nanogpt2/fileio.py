@@ -7,6 +7,7 @@ final name's extension stays last (matplotlib and others pick the format from it
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -52,7 +53,7 @@ def temporary_directory(near: str | os.PathLike, name: str):
     """A fresh `.tmp-<unique>-<name>` directory inside `near`, removed when the block ends."""
     near = Path(near)
     near.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, suffix=f"-{name}", dir=near))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=f"-{name}", dir=near))
     try:
         yield tmp
     finally:
@@ -104,5 +105,87 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
+class OutputPathError(ValueError):
+    """An output path that cannot or must not be written; the message names the flag and the fix."""
+
+
+def check_output_dir(path, flag: str, overwrite: bool = False, overwrite_flag: str = "--overwrite_output_dir") -> Path:
+    """Refuse, before any work, an output directory that is a file, is not writable, or already holds
+    files (unless `overwrite`): nothing a user has is replaced without being asked."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file, not a directory; pass a directory path")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputPathError(f"{flag} {path} already exists and is not empty; pass {overwrite_flag} to replace "
+                              "its content, or choose another directory")
+    _check_writable(path, flag)
+    return path
+
+
+def check_output_file(path, flag: str) -> Path:
+    """Refuse, before any work, an output file path that is a directory or cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a directory; pass a file path such as {path / 'results.json'}")
+    _check_writable(path.parent, flag)
+    return path
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    existing = path
+    while not existing.exists():  # the first existing ancestor is where the directories will be created
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{flag} {path}: {existing} is a file, not a directory; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose a directory you can write to")
+
+
+def describe_os_error(error: OSError, where: str | os.PathLike | None = None) -> str:
+    """A filesystem error as one line for the user: which file (`where` when the error names none), what
+    happened, what to do."""
+    where = error.filename or where or "the output"
+    if error.errno == errno.ENOSPC:
+        return (f"no space left on the device while writing {where}; free some space and rerun "
+                "(files that existed before were kept)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied writing {where}; choose a path you can write to"
+    return f"{where}: {error.strerror or error}"
+
+
+def sweep_temporaries(directory, names=None) -> list[Path]:
+    """Remove the `.tmp-<pid>-...` files and directories that killed runs left in `directory` (the process
+    that made one is gone); with `names`, only the temporaries of those final names. Returns what went."""
+    directory, removed = Path(directory), []
+    if not directory.is_dir():
+        return removed
+    for path in directory.glob(f"{TMP_PREFIX}*"):
+        rest = path.name[len(TMP_PREFIX):]
+        pid, _, final = rest.partition("-")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if names is not None and not any(final == name or final.endswith(f"-{name}") for name in names):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["OutputPathError", "check_output_dir", "check_output_file", "describe_os_error", "sweep_temporaries",
+           "TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
            "temporary_directory", "atomic_directory", "commit_directory", "fsync_tree", "fsync_dir"]

@@ -70,12 +70,20 @@ def load_hellaswag(data_file=None, split: str = "validation", limit: int | None 
     line validated; errors name the file and line."""
     path = Path(data_file) if data_file is not None else download_hellaswag(split)
     if not path.is_file():
-        raise HellaSwagError(f"HellaSwag file {path} does not exist; pass an existing jsonl with --data_file")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise HellaSwagError(f"HellaSwag file {path} {what}; pass an existing jsonl with --data_file")
+    if limit is not None and limit < 1:
+        raise HellaSwagError(f"a HellaSwag limit of {limit} evaluates nothing; use 1 or more, or no limit")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
             if limit is not None and len(examples) >= limit:
                 break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise HellaSwagError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                                     f"{error.start + 1}); pass the HellaSwag jsonl file") from None
             if not line.strip():
                 continue
             try:

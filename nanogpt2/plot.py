@@ -12,6 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from .fileio import OutputPathError, atomic_file, check_output_file, describe_os_error
+from .sources import DataError
+
 # Published 124M figures (build-nanogpt's reference lines; lm-evaluation-harness for the harness style).
 GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on build-nanogpt's FineWeb-Edu validation shard
 GPT2_124M_HELLASWAG = 0.2955  # acc_norm, completion style, full validation split
@@ -59,10 +62,28 @@ def read_run_config(run_dir) -> dict:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl. A last line cut short (a run killed while writing it) is
+    left out; any other line that is not a JSON object is an error naming the file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pass a run directory written by run_pretrain.py")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raise DataError(f"{path} does not exist: pass a run directory written by run_pretrain.py")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if number == len(lines) and not data.endswith(b"\n"):
+                break  # the unfinished last line of a killed run
+            raise DataError(f"{path}:{number}: not a JSON line ({getattr(error, 'msg', 'not UTF-8')}); "
+                            "fix or delete that line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: not a JSON object; fix or delete that line")
+        records.append(record)
+    return records
 
 
 def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: bool = True) -> Path:
@@ -72,6 +93,13 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     import matplotlib.pyplot as plt
 
     records = read_metrics(run_dir)
+    output = Path(output) if output else Path(run_dir) / "training_curves.png"
+    check_output_file(output, "--output")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if output.suffix.lstrip(".").lower() not in FigureCanvasBase.get_supported_filetypes():
+        raise OutputPathError(f"--output {output}: unknown image type {output.suffix or '(none)'!r}; end the name "
+                              "with .png, .pdf or .svg")
     train = [r for r in records if "train_loss" in r]
     evals = [r for r in records if "val_loss" in r]
     hellaswag = [r for r in evals if "hellaswag_acc_norm" in r]
@@ -97,8 +125,8 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     right.set_title("HellaSwag")
     right.legend()
     figure.tight_layout()
-    output = Path(output) if output else Path(run_dir) / "training_curves.png"
-    figure.savefig(output, dpi=120)
+    with atomic_file(output) as tmp:  # (the temporary name keeps the extension: savefig picks the format)
+        figure.savefig(tmp, dpi=120)
     plt.close(figure)
     return output
 
@@ -112,8 +140,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         path = plot_run(args.run_dir, args.output, reference_lines_shown=not args.no_reference_lines)
-    except FileNotFoundError as error:
+    except (DataError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
     return 0

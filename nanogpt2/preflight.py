@@ -121,26 +121,12 @@ def check_hellaswag(hellaswag_file: str | None, limit: int | None) -> list[dict]
 
 
 def verify_shards(data_dir) -> None:
-    """Every shard listed in <data_dir>/manifest.json still has the sha256 it was written with, and the
-    manifest says preparation finished. Raises DataError naming the shard."""
-    from .prepare import MANIFEST, read_manifest
-    from .sources import file_sha256
+    """--data_dir against its manifest.json (prepare.verify_prepared: finished, every shard present with its
+    size, header and sha256); raises DataError naming the shard and the command that rebuilds it. Shards
+    from elsewhere have no manifest: their headers and token ids are checked on opening."""
+    from .prepare import verify_prepared
 
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    if manifest is None:
-        return  # shards from elsewhere: their headers and token ids are still checked on opening
-    if not manifest.get("complete", True):
-        raise DataError(f"--data_dir {data_dir}: {MANIFEST} says preparation did not finish; rerun the same "
-                        "prepare_fineweb.py command to complete it")
-    for shard in manifest.get("shards", []):
-        path = data_dir / shard["file"]
-        if not path.is_file():
-            raise DataError(f"shard {path} listed in {data_dir / MANIFEST} is missing; rerun prepare_fineweb.py "
-                            "with the same settings (it rebuilds only missing or damaged shards)")
-        if file_sha256(path) != shard["sha256"]:
-            raise DataError(f"shard {path} no longer matches the sha256 in {data_dir / MANIFEST} (changed after "
-                            "preparation); rerun prepare_fineweb.py with the same settings to rebuild it")
+    verify_prepared(data_dir, full=True)
 
 
 class BackgroundCheck:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -20,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .documents import CHUNKING, Chunk, batched, check_local_file, local_chunks, token_dtype, tokenize_chunks
-from .fileio import atomic_write_text
-from .shards import write_shard
+from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, sweep_temporaries
+from .shards import read_header, write_shard
 from .sources import DataError, file_sha256, load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
 
@@ -51,12 +52,14 @@ class Source:
 
 class Position(NamedTuple):
     """A place in the token stream: document `document` of chunk `chunk`, after its first `offset` tokens.
-    `global_document` is that document's index in the whole source."""
+    `global_document` is that document's index in the whole source; `skipped` counts the null or empty
+    rows dropped before it."""
 
     chunk: int = 0
     document: int = 0
     offset: int = 0
     global_document: int = 0
+    skipped: int = 0
 
 
 class _ShardCutter:
@@ -71,9 +74,11 @@ class _ShardCutter:
         self.filled, self.documents_in_shard = 0, 0
         self.shard_start = self.position = start
 
-    def add(self, tokens: np.ndarray, ends: np.ndarray, limit: int | None = None) -> int:
+    def add(self, tokens: np.ndarray, ends: np.ndarray, dropped_before: np.ndarray, limit: int | None = None) -> int:
         """Take the tokens of the next chunk's documents from `self.position` on (at most `limit` of them);
-        returns how many were taken."""
+        `dropped_before[i]`: empty rows dropped before document i (the last entry: in all). Returns how many
+        tokens were taken."""
+        self.dropped_before = dropped_before
         begin = self.position
         starts = np.concatenate([[0], ends[:-1]]) - begin.offset  # (a shard may start inside a document)
         tokens, ends = tokens[begin.offset :], ends - begin.offset
@@ -90,13 +95,13 @@ class _ShardCutter:
         self.position = self._where(begin, starts, ends, taken)
         return taken
 
-    @staticmethod
-    def _where(begin: Position, starts: np.ndarray, ends: np.ndarray, taken: int) -> Position:
+    def _where(self, begin: Position, starts: np.ndarray, ends: np.ndarray, taken: int) -> Position:
         index = int(np.searchsorted(ends, taken, side="right"))
+        skipped = begin.skipped + int(self.dropped_before[index])
         if index == len(ends):  # the whole chunk: the next one starts at its beginning
-            return Position(begin.chunk + 1, 0, 0, begin.global_document + index)
+            return Position(begin.chunk + 1, 0, 0, begin.global_document + index, skipped)
         return Position(begin.chunk, begin.document + index, taken - int(starts[index]),
-                        begin.global_document + index)
+                        begin.global_document + index, skipped)
 
     def flush(self, next_start: Position | None = None) -> None:
         if not self.filled:
@@ -121,9 +126,13 @@ def read_manifest(output_dir) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DataError(f"{path} is not valid JSON; delete --output_dir {output_dir} and prepare again") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) or "settings" not in manifest:
+        raise DataError(f"{path} is not a prepare_fineweb.py manifest (damaged or edited); prepare into a new "
+                        "--output_dir")
+    return manifest
 
 
 def _write_manifest(output_dir: Path, manifest: dict) -> None:
@@ -137,14 +146,54 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
 
     `tokenizer_name`: None or "gpt2" for GPT-2's, or a tokenizer.json directory. A rerun with the same
     settings leaves intact shards untouched, rebuilds missing or damaged ones (each from where it
-    started, to identical bytes) and continues an interrupted run; other settings are refused."""
-    if shard_size < 1 or num_proc < 1 or (max_tokens is not None and max_tokens < 1):
-        raise DataError("--shard_size, --num_proc and --max_tokens must be positive")
+    started, to identical bytes) and continues an interrupted run; other settings are refused. Null or
+    empty documents are skipped and counted (`skipped_documents`); temporary files of killed runs go."""
     output_dir = Path(output_dir)
     tokenizer = load_tokenizer(tokenizer_name)
     settings = {"tokenizer": tokenizer.identity, "source": source.describe(), "shard_size": shard_size,
                 "max_tokens": max_tokens, "prefix": prefix, "chunking": CHUNKING}
+    manifest = _validate(source, output_dir, settings, num_proc)
+    fresh = manifest is None
+    if fresh:
+        manifest = _new_manifest(source, settings)  # (fails at once when a Hub dataset is unreachable)
+    created_dir = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(output_dir)
+
+    shards = manifest["shards"]
+    damaged = [i for i, s in enumerate(shards) if not _intact(output_dir / s["file"], s["sha256"])]
+    if manifest["complete"] and not damaged:
+        return manifest
+    try:
+        job = _Tokenization(source, output_dir, tokenizer, shard_size, prefix, num_proc, progress,
+                            _open_dataset(source, manifest, num_proc))
+        _repair(job, manifest, damaged)
+        if not manifest["complete"]:
+            _continue(job, manifest, max_tokens)
+            if not any(s["split"] == "train" for s in shards):
+                raise _no_training_shard(manifest, fresh)
+    except DataError:
+        if fresh:  # bad data found on the way: what this invocation wrote goes, so the fixed rerun starts clean
+            _discard(output_dir, manifest, created_dir)
+        raise
+    return manifest
+
+
+def _validate(source: Source, output_dir: Path, settings: dict, num_proc: int) -> dict | None:
+    """Step 1, before any work: the settings, the output directory, the input files and, when there is one,
+    the manifest of an earlier run (same settings, same input sizes). Returns that manifest or None."""
+    shard_size, max_tokens = settings["shard_size"], settings["max_tokens"]
+    for flag, value in (("--shard_size", shard_size), ("--num_proc", num_proc), ("--max_tokens", max_tokens)):
+        if value is not None and value < 1:
+            raise DataError(f"{flag} {value} must be a positive number")
+    check_output_dir(output_dir, "--output_dir", overwrite=True)  # (a file, or not writable)
     manifest = read_manifest(output_dir)
+    if manifest is None and output_dir.is_dir():
+        foreign = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith(TMP_PREFIX))
+        if foreign:
+            raise DataError(f"--output_dir {output_dir} already holds files ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}) and no {MANIFEST}; prepare into a new or empty "
+                            "--output_dir (shards of another run in one directory would be read together)")
     if manifest is not None and manifest.get("manifest_version") != MANIFEST_VERSION:
         raise DataError(f"{output_dir / MANIFEST} is from another version of prepare_fineweb.py; prepare into a "
                         "new --output_dir")
@@ -156,41 +205,55 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
     if source.data_files:
         for path in source.data_files:
             check_local_file(path, source.text_column)
-    if manifest is None:
-        manifest = _new_manifest(source, settings)  # (fails at once when a Hub dataset is unreachable)
-    elif source.data_files and manifest["source"] != _local_origin(source.data_files):
+    if manifest is not None and source.data_files and manifest["source"] != _local_origin(source.data_files):
         raise DataError(f"the --data_files changed size since {output_dir / MANIFEST} was made "
                         f"({manifest['source']}); prepare into a new --output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    return manifest
 
-    shards = manifest["shards"]
-    damaged = [i for i, s in enumerate(shards) if not _intact(output_dir / s["file"], s["sha256"])]
-    if manifest["complete"] and not damaged:
-        return manifest
-    dataset = None
-    if not source.data_files:
-        dataset = load_hub_text_dataset(source.dataset_name, source.dataset_config_name, source.split,
-                                        streaming=source.streaming, revision=manifest["source_revision"],
-                                        num_proc=num_proc)
-        columns = dataset.column_names  # (None for some streamed datasets: then checked while reading)
-        if columns is not None and source.text_column not in columns:
-            raise DataError(f"{source.dataset_name} has no {source.text_column!r} column (columns: {columns}); "
-                            "set --text_column")
-        if columns is not None:
-            dataset = dataset.select_columns([source.text_column])  # FineWeb-Edu has 10 columns: read one
 
-    def tokenize(start: Position, first_index: int, num_tokens: int | None, on_shard, description: str) -> None:
-        """Shards from `start` on, numbered from `first_index`, until `num_tokens` (None: the end)."""
-        chunks = itertools.islice(_plan_chunks(source, dataset), start.chunk, None)
+def _open_dataset(source: Source, manifest: dict, num_proc: int):
+    """The Hub dataset at the manifest's revision, reduced to the text column (None for local files)."""
+    if source.data_files:
+        return None
+    dataset = load_hub_text_dataset(source.dataset_name, source.dataset_config_name, source.split,
+                                    streaming=source.streaming, revision=manifest["source_revision"],
+                                    num_proc=num_proc)
+    columns = dataset.column_names  # (None for some streamed datasets: then checked while reading)
+    if columns is not None and source.text_column not in columns:
+        raise DataError(f"{source.dataset_name} has no {source.text_column!r} column (columns: {columns}); "
+                        "set --text_column")
+    if columns is not None:
+        dataset = dataset.select_columns([source.text_column])  # FineWeb-Edu has 10 columns: read one
+    return dataset
+
+
+@dataclass
+class _Tokenization:
+    """What every pass over the source shares: where it comes from, how it is cut, where shards go."""
+
+    source: Source
+    output_dir: Path
+    tokenizer: object
+    shard_size: int
+    prefix: str
+    num_proc: int
+    progress: bool
+    dataset: object = None
+
+    def run(self, start: Position, first_index: int, num_tokens: int | None, on_shard, description: str) -> None:
+        """Shards from `start` on, numbered from `first_index`, until `num_tokens` (None: the end);
+        `on_shard(index, entry, next_start)` is told about each one written."""
+        chunks = itertools.islice(_plan_chunks(self.source, self.dataset), start.chunk, None)
         tasks = ((chunk, start.document if i == 0 else 0) for i, chunk in enumerate(chunks))
-        cutter = _ShardCutter(output_dir, tokenizer, shard_size, prefix, first_index, start, on_shard)
+        cutter = _ShardCutter(self.output_dir, self.tokenizer, self.shard_size, self.prefix, first_index, start,
+                              on_shard)
         # the streamed dataset is read here, in the main process: the workers must not inherit it
-        worker_dataset = None if source.streaming else dataset
-        results = tokenize_chunks(tasks, tokenizer, source.text_column, num_proc, worker_dataset)
-        bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=description, disable=not progress)
+        worker_dataset = None if self.source.streaming else self.dataset
+        results = tokenize_chunks(tasks, self.tokenizer, self.source.text_column, self.num_proc, worker_dataset)
+        bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=description, disable=not self.progress)
         with bar, contextlib.closing(results):
-            for tokens, ends in results:
-                taken = cutter.add(tokens, ends, num_tokens)
+            for tokens, ends, dropped_before in results:
+                taken = cutter.add(tokens, ends, dropped_before, num_tokens)
                 bar.update(taken)
                 if num_tokens is not None:
                     num_tokens -= taken
@@ -198,29 +261,114 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
                         break
         cutter.flush()
 
-    for first, last in _runs(damaged):  # rebuild each run of missing shards, checked against the manifest
-        def check(index, entry, next_start):
-            if entry != shards[index]:
-                raise DataError(f"rebuilt {output_dir / entry['file']} differs from {MANIFEST}: the source data "
-                                "changed since it was prepared; prepare into a new --output_dir")
 
-        tokenize(Position(**shards[first]["start"]), first, sum(s["num_tokens"] for s in shards[first : last + 1]),
-                 check, f"rebuilding {shards[first]['file']}" + (f" to {shards[last]['file']}" if last > first else ""))
+def _repair(job: _Tokenization, manifest: dict, damaged: list[int]) -> None:
+    """Step 2: rebuild each run of missing or damaged shards from where it started, checked against the
+    manifest entry by entry (identical bytes, or the source changed)."""
+    shards = manifest["shards"]
 
-    if not manifest["complete"]:
-        def record(index, entry, next_start):
-            shards.append(entry)
-            manifest["next"] = next_start._asdict()
-            _write_manifest(output_dir, manifest)
+    def check(index, entry, next_start):
+        if entry != shards[index]:
+            raise DataError(f"rebuilt {job.output_dir / entry['file']} differs from {MANIFEST}: the source data "
+                            "changed since it was prepared; prepare into a new --output_dir")
 
-        done = sum(s["num_tokens"] for s in shards)
-        start = Position(**manifest["next"]) if shards else Position()
-        tokenize(start, len(shards), None if max_tokens is None else max_tokens - done, record, "tokenizing")
-        manifest["complete"] = True
-        manifest["total_tokens"] = int(sum(s["num_tokens"] for s in shards))
-        manifest["total_documents"] = int(sum(s["num_documents"] for s in shards))
-        _write_manifest(output_dir, manifest)
+    for first, last in _runs(damaged):
+        job.run(Position(**shards[first]["start"]), first, sum(s["num_tokens"] for s in shards[first : last + 1]),
+                check, f"rebuilding {shards[first]['file']}" + (f" to {shards[last]['file']}" if last > first else ""))
+
+
+def _continue(job: _Tokenization, manifest: dict, max_tokens: int | None) -> None:
+    """Step 3: tokenize after the last recorded shard to the end (or `max_tokens`), recording each shard in
+    the manifest as it is written, then mark the manifest complete."""
+    shards = manifest["shards"]
+
+    def record(index, entry, next_start):
+        shards.append(entry)
+        manifest["next"] = next_start._asdict()
+        _write_manifest(job.output_dir, manifest)
+
+    done = sum(s["num_tokens"] for s in shards)
+    start = Position(**manifest["next"]) if shards else Position()
+    job.run(start, len(shards), None if max_tokens is None else max_tokens - done, record, "tokenizing")
+    manifest["complete"] = True
+    manifest["total_tokens"] = int(sum(s["num_tokens"] for s in shards))
+    manifest["total_documents"] = int(sum(s["num_documents"] for s in shards))
+    manifest["skipped_documents"] = int(manifest.get("next", {}).get("skipped", 0))
+    _write_manifest(job.output_dir, manifest)
+
+
+def _no_training_shard(manifest: dict, fresh: bool) -> DataError:
+    """The source filled the validation shard (shard 0) and nothing more: say so with a --shard_size that
+    works (a fresh directory is discarded, so the suggested command can run in the same place)."""
+    total, shard_size = manifest["total_tokens"], manifest["settings"]["shard_size"]
+    where = "the same --output_dir" if fresh else "a new --output_dir"
+    hint = (f"rerun into {where} with --shard_size {max(1, total // 10)} or less (shard 0 is validation, "
+            "the rest training)" if total >= 2 else "add documents")
+    return DataError(f"the data holds only {total:,} tokens, less than one --shard_size ({shard_size:,}): "
+                     f"no training shard was written; {hint}")
+
+
+def _discard(output_dir: Path, manifest: dict, created_dir: bool) -> None:
+    """Remove what this invocation wrote into a fresh `output_dir` (its shards and manifest, the directory
+    itself when it made it)."""
+    for entry in manifest["shards"]:
+        (output_dir / entry["file"]).unlink(missing_ok=True)
+    (output_dir / MANIFEST).unlink(missing_ok=True)
+    sweep_temporaries(output_dir)
+    if created_dir and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+
+
+def verify_prepared(data_dir, full: bool = True) -> dict | None:
+    """Check a prepared directory against its manifest.json before training; returns the manifest (None for
+    a directory without one). Refused, naming the file: an unfinished preparation (with the command that
+    finishes it), a missing shard, a size or header that no longer matches, and with `full` a shard whose
+    sha256 differs from the one recorded (changed after prepare). Without `full` only sizes and headers are
+    read (instant); the sha256 pass reads every byte once (~1 GB/s)."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        return None
+    command = finishing_command(data_dir, manifest)
+    if not manifest.get("complete"):
+        raise DataError(f"{data_dir / MANIFEST} says the preparation did not finish ({len(manifest['shards'])} "
+                        f"shards written); finish it with the same command, which continues where it stopped: "
+                        f"{command}")
+    for entry in manifest["shards"]:
+        path = data_dir / entry["file"]
+        if not path.is_file():
+            raise DataError(f"shard {path} listed in {MANIFEST} is missing; rebuild it with: {command}")
+        header = read_header(path)  # (the size must match the header)
+        if header["num_tokens"] != entry["num_tokens"]:
+            raise DataError(f"shard {path} holds {header['num_tokens']:,} tokens, {MANIFEST} says "
+                            f"{entry['num_tokens']:,}: changed after prepare; rebuild it with: {command}")
+        if full and file_sha256(path) != entry["sha256"]:
+            raise DataError(f"shard {path} no longer matches its sha256 in {MANIFEST}: changed after prepare "
+                            f"(tampered, or damaged in a copy); rebuild it with: {command}")
     return manifest
+
+
+def finishing_command(data_dir, manifest: dict) -> str:
+    """The prepare_fineweb.py command that made (and can finish or repair) `data_dir`, from its manifest."""
+    settings = manifest["settings"]
+    source = settings["source"]
+    if "data_files" in source:
+        args = ["--data_files", *map(shlex.quote, source["data_files"])]
+    else:
+        args = ["--dataset_name", source["dataset_name"]]
+        if source.get("dataset_config_name"):
+            args += ["--dataset_config_name", source["dataset_config_name"]]
+        args += ["--split", source["split"]] + (["--revision", source["revision"]] if source.get("revision") else [])
+        args += ["--streaming"] if source.get("streaming") else []
+    if source.get("text_column", "text") != "text":
+        args += ["--text_column", source["text_column"]]
+    args += ["--output_dir", shlex.quote(str(data_dir)), "--shard_size", str(settings["shard_size"]),
+             "--prefix", settings["prefix"]]
+    if settings.get("max_tokens") is not None:
+        args += ["--max_tokens", str(settings["max_tokens"])]
+    if settings["tokenizer"].get("name") != "gpt2":
+        args += ["--tokenizer", "<the same tokenizer directory>"]
+    return "python prepare_fineweb.py " + " ".join(args)
 
 
 def _plan_chunks(source: Source, dataset):

@@ -11,10 +11,12 @@ at hand, then the checkpoint's model files are uploaded in one commit (never `tr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .sources import hub_offline
+from .fileio import describe_os_error
+from .sources import DataError, hub_offline
 
 # what is uploaded: the model checkpoint; never the optimizer/RNG state, nor hidden/temporary files
 EXCLUDED_DIRS = ("training_state",)
@@ -77,6 +79,9 @@ def files_to_upload(checkpoint_dir) -> list[Path]:
 
 def check_checkpoint_dir(checkpoint_dir) -> Path:
     root = Path(checkpoint_dir)
+    if not root.is_dir():
+        raise PublishError(f"checkpoint directory {root} does not exist; pass a checkpoint-<step> directory "
+                           "written by run_pretrain.py")
     if not (root / "config.json").is_file() or not list(root.glob("*.safetensors")):
         raise PublishError(f"{root} is not a model checkpoint (needs config.json and *.safetensors); pass a "
                            "checkpoint-<step> directory written by run_pretrain.py")
@@ -121,17 +126,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = check_checkpoint_dir(args.checkpoint_dir)
+        run_dir = Path(args.run_dir) if args.run_dir else checkpoint.resolve().parent
+        if args.run_dir and not (run_dir / "metrics.jsonl").is_file():
+            raise PublishError(f"--run_dir {run_dir} has no metrics.jsonl; pass the run directory that holds it")
         check_hub_access(args.repo_id, args.private)
         from .model_card import write_model_card
 
-        run_dir = Path(args.run_dir) if args.run_dir else checkpoint.resolve().parent
         if (run_dir / "metrics.jsonl").is_file():
             write_model_card(checkpoint, run_dir, repo_id=args.repo_id)
         elif not (checkpoint / "README.md").is_file():  # keep a card written during training
             write_model_card(checkpoint, repo_id=args.repo_id)
         push_checkpoint(checkpoint, args.repo_id, args.private, args.commit_message)
-    except PublishError as error:
+    except (PublishError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError as error:  # a damaged config.json of the run or checkpoint
+        print(f"error: could not read the run's JSON files for the model card ({error.msg}, line "
+              f"{error.lineno}); check config.json in {args.checkpoint_dir} and its run directory", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print(f"pushed {checkpoint} to https://huggingface.co/{args.repo_id}")
     return 0

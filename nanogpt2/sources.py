@@ -106,7 +106,8 @@ def download_hellaswag(split: str = "validation") -> Path:
         raise DataError(f"unknown HellaSwag split {split!r}; choose {', '.join(HELLASWAG_URLS)}")
     url = HELLASWAG_URLS[split]
     return fetch_verified(url, HELLASWAG_SHA256.get(split), Path(url).name, "HellaSwag",
-                          "pass a local copy with --data_file hellaswag_val.jsonl")
+                          "pass a local copy of hellaswag_val.jsonl (eval_hellaswag.py --data_file, "
+                          "run_pretrain.py --hellaswag_file)")
 
 
 # -- datasets ---------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_tampered_or_unfinished_shards_are_refused_before_any_checkpoint(tmp_pat
 
     manifest = json.loads((data / MANIFEST).read_text())
     (data / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
-    assert_user_error(run_in_process(args, capsys), "--data_dir", "did not finish")
+    assert_user_error(run_in_process(args, capsys), "manifest.json", "did not finish", "prepare_fineweb.py")
 
 
 def test_failed_intermediate_push_is_retried_reported_and_training_goes_on(tmp_path, capsys, monkeypatch,
