@@ -247,7 +247,7 @@ def test_throughput_benchmark_runs_and_counts_the_same_tokens(tmp_path, english_
     with open(english_mix_file, encoding="utf-8") as f:
         (tmp_path / "docs.jsonl").write_text("".join(line for _, line in zip(range(60), f)), encoding="utf-8")
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "prepare_throughput.py"), "--data_file",
-                             str(tmp_path / "docs.jsonl"), "--rounds", "1", "--repeat", "1"],
+                             str(tmp_path / "docs.jsonl"), "--rounds", "1", "--repeat", "1", "--shard_size", "100000"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pipeline, 1 process vs raw tiktoken" in result.stdout and "saturated at" in result.stdout

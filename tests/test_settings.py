@@ -195,7 +195,7 @@ def test_epochs_become_steps():
     (["--mixed_precision", "no"], {"ACCELERATE_MIXED_PRECISION": "fp16"}, ("no", "run_pretrain.py flag")),
 ])
 def test_accelerate_launch_precision_wins_over_defaults_not_over_flags(monkeypatch, flags, env, expected):
-    from nanogpt2.training import resolve_precision
+    from nanogpt2.run_setup import resolve_precision
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     for key, value in env.items():

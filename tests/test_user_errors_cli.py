@@ -22,7 +22,7 @@ import torch
 
 from nanogpt2.convert import convert_from_gpt2
 from nanogpt2.prepare import MANIFEST, Source, prepare_shards
-from user_errors import REPO, assert_user_error, error_line, run_cli, snapshot
+from user_errors import REPO, assert_user_error, error_line, run_cli, run_in_process, snapshot
 
 CONVERT = ["-m", "nanogpt2.convert"]
 PUBLISH = ["-m", "nanogpt2.publish"]
@@ -475,21 +475,15 @@ def _(t, i):
         ["--vocab_size"], [t]
 
 
-# one case per command and failure class runs in the fast loop (each process costs ~4 s CPU: importing
-# nanogpt2 imports transformers); `pytest -m slow` runs the rest
-FAST = {"convert_from_gpt2_into_an_existing_run_dir", "convert_pickle_only_checkpoint_is_unsafe", "eval_limit_zero",
-        "prepare_corpus_smaller_than_one_shard", "prepare_non_utf8_jsonl_names_file_and_line",
-        "prepare_verify_tampered_shard", "publish_offline_with_a_token", "plot_malformed_metrics_line",
-        "tokenizer_output_dir_holds_other_files"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in FAST else pytest.mark.slow)
-                                  for name in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_one_line_and_changes_nothing(name, tmp_path, inputs):
+    """In this process (the command's __main__ with its argv: what a real process runs, without paying the
+    interpreter and transformers start-up per case); the full-disk cases patch os.fsync in a real process."""
     args, names, roots = CASES[name](tmp_path, inputs)
     roots = [*roots, *inputs.values()]
     before = snapshot(*roots)
-    result = run_cli(args, env={"HF_TOKEN": "hf_not_a_real_token_for_the_offline_case"})
+    run = run_cli if args[0] == "-c" else run_in_process
+    result = run(args, env={"HF_TOKEN": "hf_not_a_real_token_for_the_offline_case"})
     line = assert_user_error(result, *names, before=before, roots=roots)
     assert "weights_only" not in result.stderr, line
     # nothing half-made is left: no temporary file, and an output directory that did not exist still does not

@@ -4,11 +4,17 @@ traceback), and that nothing the user already had changed (sha256 of every file 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +34,36 @@ def run_cli(args, cwd=REPO, env: dict | None = None, timeout: float = 600) -> su
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def run_in_process(args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """What `run_cli(args)` does, in this process (no interpreter and transformers start-up per case): the
+    script or `-m module` runs as __main__ with its argv, offline, stdin closed; its exit code, stdout and
+    stderr (an uncaught exception's traceback included) come back as a CompletedProcess."""
+    args = [str(a) for a in args]
+    module = args[1] if args[0] == "-m" else None
+    argv = args[2:] if module else args[1:]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    full_env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    code = 0
+    with mock.patch.dict(os.environ, full_env), mock.patch.object(sys, "argv", [module or args[0], *argv]), \
+            mock.patch.object(sys, "stdin", io.StringIO()), contextlib.redirect_stdout(stdout), \
+            contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+        # runpy's note that `-m nanogpt2.x` is in sys.modules already (imported by an earlier case)
+        warnings.filterwarnings("ignore", "'nanogpt2.*found in sys.modules", RuntimeWarning)
+        try:
+            if module:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(args[0], run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            if not isinstance(exit_.code, (int, type(None))):
+                print(exit_.code, file=sys.stderr)
+        except BaseException:  # what the interpreter would print before exiting 1
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
