@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_import_without_datasets_or_evaluate():
     code = ("import sys; import nanogpt2, nanogpt2.training, nanogpt2.hellaswag, nanogpt2.data, nanogpt2.convert; "
             "sys.path.insert(0, 'benchmarks'); import train_throughput, gpu_suite, hellaswag_throughput; "

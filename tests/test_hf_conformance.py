@@ -262,6 +262,7 @@ def test_an_added_token_learns_and_is_generated(checkpoint):
 
 
 # -- 4. the tokenizer files stand alone ----------------------------------------------------------------
+@pytest.mark.slow
 def test_tokenizer_files_load_without_nanogpt2_prompt_or_warning(checkpoint):
     assert json.loads((checkpoint / "tokenizer_config.json").read_text())["model_max_length"] == TINY["n_positions"]
     code = BLOCK_NANOGPT2 + textwrap.dedent(f"""

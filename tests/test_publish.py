@@ -47,6 +47,7 @@ def checkpoint_copy(run, tmp_path):
     return Path(shutil.copytree(run / f"checkpoint-{STEPS}", tmp_path / f"checkpoint-{STEPS}"))
 
 
+@pytest.mark.slow
 def test_model_card_from_the_run(run):
     checkpoint = run / f"checkpoint-{STEPS}"
     card = ModelCard.load(checkpoint / "README.md", ignore_metadata_errors=False)  # huggingface_hub's parser

@@ -475,7 +475,9 @@ def _(t, i):
         ["--vocab_size"], [t]
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# the full-disk cases are real processes (python -c with os.fsync patched): in the slow tier
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow if "full_disk" in name else ())
+                                  for name in sorted(CASES)])
 def test_bad_input_is_one_line_and_changes_nothing(name, tmp_path, inputs):
     """In this process (the command's __main__ with its argv: what a real process runs, without paying the
     interpreter and transformers start-up per case); the full-disk cases patch os.fsync in a real process."""
@@ -513,6 +515,7 @@ def test_tokenizer_overwrite_output_dir_keeps_other_files(tmp_path, inputs):
     assert (run / "tokenizer.json").is_file() and (run / "notes.txt").read_text() == "lr sweep, keep\n"
 
 
+@pytest.mark.slow
 def test_prepare_skips_and_counts_null_and_empty_rows(tmp_path):
     data = tmp_path / "rows.jsonl"
     rows = [{"text": "one two"}, {"text": None}, {"text": ""}, {"text": "three"}, {"text": None}, {"text": "four"}]
@@ -525,6 +528,7 @@ def test_prepare_skips_and_counts_null_and_empty_rows(tmp_path):
     assert "3 null or empty documents skipped" in result.stdout
 
 
+@pytest.mark.slow
 def test_prepare_sweeps_stray_temporaries_and_verify_passes(tmp_path, inputs):
     out = tmp_path / "prepared"
     out.mkdir()
