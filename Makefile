@@ -39,7 +39,7 @@ DEMO_DATA := $(if $(wildcard $(SHARED)/tinyshakespeare/input.txt),--train_file $
 DEMO_HELLASWAG := $(if $(wildcard $(SHARED)/hellaswag/hellaswag_val.jsonl),--hellaswag_file $(SHARED)/hellaswag/hellaswag_val.jsonl)
 
 demo: setup
-	$(PY) run_pretrain.py --preset tiny --output_dir runs/tiny-shakespeare $(DEMO_DATA) $(DEMO_HELLASWAG)
+	$(PY) run_pretrain.py --preset tiny --output_dir runs/tiny-shakespeare --overwrite_output_dir $(DEMO_DATA) $(DEMO_HELLASWAG)
 	$(PY) -m nanogpt2.plot runs/tiny-shakespeare
 
 clean:
