@@ -15,6 +15,11 @@ GPT2_VOCAB_SIZE = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
 PADDED_VOCAB_SIZE = 50304  # next multiple of 64 (build-nanogpt): faster matmuls on GPU
 EOT_TOKEN_ID = 50256
 
+
+def padded_vocab_size(vocab_size: int, multiple: int = 64) -> int:
+    """`vocab_size` rounded up to a multiple (50257 -> 50304 for 64): embedding rows for faster matmuls."""
+    return -(-vocab_size // multiple) * multiple
+
 # The four OpenAI GPT-2 sizes (Radford et al. 2019, table 2) and a model for 2 CPU cores.
 PRESETS = {
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768),
@@ -103,4 +108,5 @@ class NanoGPT2Config(PreTrainedConfig):
             raise ValueError(f"NanoGPT2Config: {' '.join(str(error).split())}") from error
 
 
-__all__ = ["NanoGPT2Config", "PRESETS", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID"]
+__all__ = ["NanoGPT2Config", "PRESETS", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID",
+           "padded_vocab_size"]

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import write_model_files
-from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config
+from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .fileio import (OutputPathError, atomic_directory, check_output_dir, describe_os_error,
                      sweep_temporaries)
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
@@ -158,7 +158,7 @@ def gpt2_config_to_nanogpt2(hf: dict, source, pad_vocab_multiple: int = 1, **ove
         "n_head": hf.get("n_head", 12),
         "n_embd": n_embd,
         "n_positions": hf.get("n_positions", hf.get("n_ctx", 1024)),
-        "vocab_size": -(-vocab // pad_vocab_multiple) * pad_vocab_multiple,
+        "vocab_size": padded_vocab_size(vocab, pad_vocab_multiple),
         "tokenizer_vocab_size": vocab,
         "layer_norm_epsilon": hf.get("layer_norm_epsilon", 1e-5),
         "initializer_range": hf.get("initializer_range", 0.02),

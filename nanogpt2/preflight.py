@@ -120,15 +120,6 @@ def check_hellaswag(hellaswag_file: str | None, limit: int | None) -> list[dict]
         raise PreflightError(f"--hellaswag_file: {message}") from None
 
 
-def verify_shards(data_dir) -> None:
-    """--data_dir against its manifest.json (prepare.verify_prepared: finished, every shard present with its
-    size, header and sha256); raises DataError naming the shard and the command that rebuilds it. Shards
-    from elsewhere have no manifest: their headers and token ids are checked on opening."""
-    from .prepare import verify_prepared
-
-    verify_prepared(data_dir, full=True)
-
-
 class BackgroundCheck:
     """A check run in a thread (e.g. hashing 20 GB of shards) while training starts; `error()` is the
     exception it raised, once it has finished, else None; `wait()` blocks until it has."""
@@ -162,4 +153,4 @@ def sweep_unfinished_saves(output_dir: Path) -> None:
 
 
 __all__ = ["PreflightError", "check_output_dir", "clear_previous_run", "resume_target", "compare_resumed_settings",
-           "check_hellaswag", "verify_shards", "BackgroundCheck", "sweep_unfinished_saves", "run_contents"]
+           "check_hellaswag", "BackgroundCheck", "sweep_unfinished_saves", "run_contents"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 
-from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config
+from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .convert import pretrained_config
 from .preflight import PreflightError
 from .run_config import RunConfig
@@ -28,7 +28,7 @@ def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
         model = pretrained_config(config.model_name_or_path or config.config_name, flag, **overrides)
     else:
         if tokenizer.vocab_size != GPT2_VOCAB_SIZE:  # own tokenizer: pad its vocabulary to a multiple of 64 as well
-            overrides["vocab_size"] = -(-tokenizer.vocab_size // 64) * 64
+            overrides["vocab_size"] = padded_vocab_size(tokenizer.vocab_size)
             overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
             overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
         model = NanoGPT2Config.from_preset(config.preset, **overrides)

@@ -35,7 +35,8 @@ from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
 from .preflight import (BackgroundCheck, PreflightError, check_hellaswag, check_output_dir, clear_previous_run,
-                        compare_resumed_settings, resume_target, sweep_unfinished_saves, verify_shards)
+                        compare_resumed_settings, resume_target, sweep_unfinished_saves)
+from .prepare import verify_prepared
 from .run_config import RunConfig, compile_enabled, gradient_accumulation_steps, steps_for_epochs
 from .run_setup import build_accelerator, model_config, run_tokenizer
 
@@ -176,7 +177,7 @@ class PretrainingLoop:
         self.model_config = model_config(config, self.tokenizer)
         # The shards' sha256 against their manifest, hashed in the background on the main process; the loop
         # stops every rank if it fails, and waits for it before the first checkpoint.
-        self.shard_check = (BackgroundCheck(verify_shards, config.data_dir)
+        self.shard_check = (BackgroundCheck(verify_prepared, config.data_dir)
                             if config.data_dir and acc.is_main_process else None)
         self.train_loader, self.val_loader = build_loaders(config, self.tokenizer, acc.process_index,
                                                            acc.num_processes)
