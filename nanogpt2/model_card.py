@@ -165,7 +165,7 @@ def usage_section(facts: CardFacts) -> str:
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 model = AutoModelForCausalLM.from_pretrained("{load_id}", trust_remote_code=True)  # or `import nanogpt2` first
-tokenizer = AutoTokenizer.from_pretrained("{load_id}")
+tokenizer = AutoTokenizer.from_pretrained("{load_id}", trust_remote_code=True)  # AutoTokenizer reads config.json first
 inputs = tokenizer("Hello, I'm a language model,", return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40, do_sample=True, top_p=0.9)[0]))
 # or: pipeline("text-generation", model="{load_id}", trust_remote_code=True)

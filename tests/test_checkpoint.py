@@ -41,6 +41,7 @@ def run_python(code, cwd):
     result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code?" not in result.stdout, result.stdout  # asked, then refused
     return result.stdout
 
 

@@ -79,6 +79,24 @@ def test_model_card_from_the_run(run):
     assert "](training_curves.png)" in text and (checkpoint / "training_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_model_card_usage_runs_as_written_without_nanogpt2(run, tmp_path):
+    """The card's Python usage, with its placeholder path at the checkpoint, in a fresh process where
+    nanogpt2 cannot be imported and stdin is closed: it loads and generates without asking anything."""
+    import re
+
+    checkpoint = run / f"checkpoint-{STEPS}"
+    usage = re.search(r"```python\n(.*?)```", (checkpoint / "README.md").read_text(), flags=re.S).group(1)
+    assert f'"path/to/checkpoint-{STEPS}"' in usage
+    (tmp_path / "path" / "to").mkdir(parents=True)
+    (tmp_path / "path" / "to" / f"checkpoint-{STEPS}").symlink_to(checkpoint)
+    result = subprocess.run([sys.executable, "-c", BLOCK_NANOGPT2 + usage], cwd=tmp_path, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("Hello, I'm a language model,")
+    assert "custom code" not in result.stdout + result.stderr and "model of type" not in result.stderr
+
+
 def test_model_card_rewritten_for_the_hub_and_without_a_run(run, checkpoint_copy):
     before = (checkpoint_copy / "README.md").read_text()
     state = checkpoint_copy / "training_state" / "trainer_state.json"
