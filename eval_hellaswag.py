@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.convert import PICKLE_SUFFIXES
+from nanogpt2.convert import ConversionError, require_safetensors
 from nanogpt2.fileio import OutputPathError, atomic_write_text, check_output_file, describe_os_error
 from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
 from nanogpt2.sources import DataError, looks_like_local_path
@@ -36,11 +36,11 @@ def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_r
     if local and not path.is_dir():
         raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
                              "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
-    if local and not list(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        found = f"only pickle weights ({', '.join(pickles)}), refused as unsafe" if pickles else "no weights"
-        raise HellaSwagError(f"could not load --model {name_or_path}: {found}; nanogpt2 loads only *.safetensors "
-                             "weights, pass a checkpoint directory with model.safetensors")
+    if local:
+        try:
+            require_safetensors(path, f"--model {name_or_path}")
+        except ConversionError as error:
+            raise HellaSwagError(str(error)) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
                                                      trust_remote_code=trust_remote_code, use_safetensors=True)

@@ -47,19 +47,27 @@ def resolve_checkpoint_dir(name_or_path: str, flag: str = "checkpoint") -> Path:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
-    """Every *.safetensors file of `directory`; pickle files are never opened (unpickling runs code)."""
-    from safetensors import SafetensorError
-
+def require_safetensors(directory: Path, name: str | None = None) -> list[Path]:
+    """The *.safetensors files of `directory`; without any, an error naming what is there instead. Pickle
+    files are never opened (unpickling runs code). `name` is how the message calls the directory."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
+        name = name or str(directory)
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise ConversionError(
-                f"{directory} holds only pickle weights ({', '.join(pickles)}), refused as unsafe: unpickling "
+                f"{name} holds only pickle weights ({', '.join(pickles)}), refused as unsafe: unpickling "
                 "can run any code and nanogpt2 loads only safetensors; use a checkpoint with model.safetensors")
-        raise ConversionError(f"no *.safetensors weights in {directory}; pass a checkpoint directory written by "
+        raise ConversionError(f"no *.safetensors weights in {name}; pass a checkpoint directory written by "
                               "save_pretrained")
+    return files
+
+
+def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
+    """Every *.safetensors file of `directory` as one state dict."""
+    from safetensors import SafetensorError
+
+    files = require_safetensors(directory)
     state = {}
     for file in files:
         try:
@@ -231,8 +239,7 @@ def load_pretrained(name_or_path: str, flag: str = "checkpoint", **overrides) ->
     config = _read_config(source)
     if config.get("model_type") != "nanogpt2":
         return gpt2_to_nanogpt2(source, 64, **overrides).float()  # fp32 master weights, whatever was stored
-    if not any(source.glob("*.safetensors")):  # only safetensors: a pickle-only directory is refused
-        load_safetensors_state(source)  # raises, naming what is there
+    require_safetensors(source, f"{flag} {name_or_path}")
     return NanoGPT2ForCausalLM.from_pretrained(source, dtype=torch.float32, **overrides)
 
 

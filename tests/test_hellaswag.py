@@ -268,8 +268,13 @@ def test_model_path_that_does_not_exist(model_path):
         load_model_and_tokenizer(model_path)
 
 
-def test_directory_without_checkpoint(tmp_path):
-    with pytest.raises(HellaSwagError, match=f"could not load --model {tmp_path}"):
+def test_directory_without_safetensors_weights(tmp_path):
+    with pytest.raises(HellaSwagError, match=f"no \\*.safetensors weights in --model {tmp_path}; pass a checkpoint"):
+        load_model_and_tokenizer(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with pytest.raises(HellaSwagError, match=rf"--model {tmp_path} holds only pickle weights \(pytorch_model.bin\), "
+                                             "refused as unsafe"):
         load_model_and_tokenizer(str(tmp_path))
 
 
