@@ -2,7 +2,7 @@
 # Fill the git-ignored .whl/ folder, on a machine with package-registry access, with what a bare GPU
 # machine without internet needs for benchmarks/gpu_suite.sh and the test suite beyond its image
 # (torch, transformers, accelerate, tokenizers, tiktoken, safetensors, numpy, pyarrow): the wheels of
-# datasets and evaluate (and their dependencies dill and multiprocess), for Python 3.12 on
+# datasets (and its dependencies dill and multiprocess), for Python 3.12 on
 # manylinux x86_64, plus a copy of the test data the GPU tests read (.whl/data, from ../shared/data).
 #
 #   bash benchmarks/fetch_gpu_wheels.sh                                    # the default set
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-PACKAGES=(datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19 "$@")
+PACKAGES=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 "$@")
 
 mkdir -p .whl
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
