@@ -56,6 +56,28 @@ def reference_lines(config: dict) -> dict[str, list[tuple[str, float]]]:
     return {"loss": loss, "hellaswag": hellaswag}
 
 
+SMOOTHING = 0.9  # exponential moving average of the logged train loss, drawn over the raw curve
+SMOOTHING_MIN_POINTS = 20
+
+
+def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average, bias-corrected as TensorBoard's smoothing (the first points are not
+    pulled towards zero)."""
+    average, out = 0.0, []
+    for count, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** count))
+    return out
+
+
+def short_count(value: float) -> str:
+    """Axis ticks for token counts: 0, 500K, 1.2M, 10B."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def read_run_config(run_dir) -> dict:
     path = Path(run_dir) / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -91,6 +113,7 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     records = read_metrics(run_dir)
     output = Path(output) if output else Path(run_dir) / "training_curves.png"
@@ -104,26 +127,32 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     evals = [r for r in records if "val_loss" in r]
     hellaswag = [r for r in evals if "hellaswag_acc_norm" in r]
     references = reference_lines(read_run_config(run_dir)) if reference_lines_shown else {"loss": [], "hellaswag": []}
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
-    left.plot([r["tokens"] for r in train], [r["train_loss"] for r in train], label="train loss", alpha=0.7)
-    left.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val loss")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    steps = [r["tokens"] for r in train]
+    losses = [r["train_loss"] for r in train]
+    left.plot(steps, losses, label="train loss", alpha=0.35 if len(train) >= SMOOTHING_MIN_POINTS else 0.8)
+    if len(train) >= SMOOTHING_MIN_POINTS:
+        left.plot(steps, smoothed(losses), color="C0", label=f"train loss, EMA {SMOOTHING}")
+    left.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", color="C1", label="val loss")
     for (label, value), color in zip(references["loss"], "rg"):
         left.axhline(value, color=color, linestyle="--", label=label)
-    left.set_xlabel("tokens")
     left.set_ylabel("loss (nats)")
     left.set_title("Loss")
-    left.legend()
     if hellaswag:
         right.plot([r["tokens"] for r in hellaswag], [r["hellaswag_acc_norm"] for r in hellaswag], "o-",
-                   label="this run")
+                   label=f"this run ({hellaswag[-1]['hellaswag_num_examples']:,} examples)"
+                   if "hellaswag_num_examples" in hellaswag[-1] else "this run")
     right.axhline(0.25, color="gray", linestyle=":", label="chance (0.25)")
     if hellaswag:
         for (label, value), color in zip(references["hellaswag"], "rg"):
             right.axhline(value, color=color, linestyle="--", label=label)
-    right.set_xlabel("tokens")
     right.set_ylabel("acc_norm")
     right.set_title("HellaSwag")
-    right.legend()
+    for axes in (left, right):  # legends under the axes: never over a curve or a reference line
+        axes.set_xlabel("tokens")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: short_count(value)))
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize="small")
     figure.tight_layout()
     with atomic_file(output) as tmp:  # (the temporary name keeps the extension: savefig picks the format)
         figure.savefig(tmp, dpi=120)

@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from nanogpt2.model_card import build_model_card
-from nanogpt2.plot import FINEWEB_EDU, plot_run, reference_lines, training_dataset
+from nanogpt2.plot import FINEWEB_EDU, plot_run, reference_lines, short_count, smoothed, training_dataset
 from nanogpt2.training import TRACKER_NAMES, tracker_values
 
 from test_pretrain import SMALL, pretrain_in_process
@@ -126,3 +126,9 @@ def test_card_reports_a_validation_split_hellaswag_only_for_all_10042(examples, 
     assert "- hardware: 1 x GPU X;" in card.text and "4,096 held-out tokens of HuggingFaceFW/fineweb-edu" in card.text
     assert "OpenAI GPT-2 124M, FineWeb-Edu val (3.2924)" in card.text and "lm-eval harness (0.3114)" in card.text
     assert plot_run(run).stat().st_size > 1000
+
+
+def test_plot_smoothing_and_token_ticks():
+    assert smoothed([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])  # bias-corrected: no pull towards 0
+    assert smoothed([10.0, 0.0], weight=0.5) == pytest.approx([10.0, 10 / 3])
+    assert [short_count(v) for v in (0, 512, 2048, 1.5e6, 10e9)] == ["0", "512", "2.05K", "1.5M", "10B"]
