@@ -3,51 +3,41 @@
 One optimizer step = `grad_accum` micro-batches per process (total_batch_size tokens in all), grad
 clip, the learning rate of the step, AdamW. Every eval_steps: validation loss over a fixed token set,
 HellaSwag, samples. Every save_steps: an atomic `checkpoint-<step>/` holding a loadable model and
-`training_state/` (model, optimizer, RNG of every process, data position) for exact resume.
+`training_state/` (model, optimizer, RNG of every process, data position) for exact resume, written,
+rotated, resumed from and pushed by `run_checkpoints.RunCheckpoints`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
-import re
-import shutil
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
-from .checkpoint import quiet_saves, write_model_files
 from .convert import load_pretrained
 from .data import BatchPrefetcher, build_loaders
-from .fileio import atomic_write_text, commit_directory, temporary_path
+from .fileio import atomic_write_text
 from .flops import device_peak_flops, mfu, model_flops_per_token
-from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
-from .preflight import (BackgroundCheck, PreflightError, check_hellaswag, check_output_dir, clear_previous_run,
-                        compare_resumed_settings, resume_target, sweep_unfinished_saves)
+from .preflight import BackgroundCheck, PreflightError, check_hellaswag, check_output_dir
 from .prepare import verify_prepared
+from .run_checkpoints import DivergenceError, RunCheckpoints, TrainingError, resolve_resume
 from .run_config import RunConfig, compile_enabled, gradient_accumulation_steps, steps_for_epochs
 from .run_setup import build_accelerator, model_config, run_tokenizer
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
 # (and always before the first checkpoint).
 SHARD_CHECK_HEAD_START = 10.0
-
-
-class TrainingError(RuntimeError):
-    pass
 
 
 # metrics.jsonl keys -> tracker (TensorBoard, wandb) names, grouped as train/, eval/, perf/
@@ -62,18 +52,6 @@ TRACKER_NAMES = {
 def tracker_values(record: dict) -> dict:
     """A metrics.jsonl record as grouped tracker scalars (its step goes to the tracker's own step)."""
     return {TRACKER_NAMES[key]: value for key, value in record.items() if key in TRACKER_NAMES}
-
-
-def describe_hardware(accelerator) -> str:
-    """"8 x NVIDIA H100 80GB HBM3" or "CPU (2 processes)": recorded with each checkpoint for its card."""
-    processes = accelerator.num_processes
-    if accelerator.device.type == "cuda":
-        return f"{processes} x {torch.cuda.get_device_name(accelerator.device)}"
-    return f"{accelerator.device.type.upper()} ({processes} process{'es' if processes > 1 else ''})"
-
-
-class DivergenceError(TrainingError):
-    """A non-finite loss: the weights of this step are not saved."""
 
 
 class TrainingInterrupted(TrainingError):
@@ -111,20 +89,6 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
-
-
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (a checkpoint directory appears only by its final rename), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
-def resolve_resume(config: RunConfig) -> Path | None:
-    """The checkpoint --resume_from_checkpoint names; `latest` with no checkpoint is an error, never a fresh start."""
-    output_dir = Path(config.output_dir)
-    return resume_target(config.resume_from_checkpoint, output_dir, list_checkpoints(output_dir))
 
 
 class MetricsLog:
@@ -188,14 +152,13 @@ class PretrainingLoop:
         # saved in checkpoints counts consumed batches only.
         self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
         self._build_model_and_optimizer()
-        self.pushed = None  # the last checkpoint pushed to the Hub
-        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nanogpt2-push")
-        self.uploading: set[Path] = set()  # checkpoints rotation must not delete yet
+        self.checkpoints = RunCheckpoints(acc, config, model=self.model, model_config=self.model_config,
+                                          tokenizer=self.tokenizer, train_loader=self.train_loader,
+                                          resumed_from=resume)
         self.step, self.tokens_seen = 0, 0
-        self.resumed_from, self.resume_record = resume, None
         if resume is not None:
-            self.load_checkpoint(resume)
-        self._prepare_output_dir()
+            self.step, self.tokens_seen = self.checkpoints.load()
+        self.checkpoints.prepare_output_dir()
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
                                   self.step if resume is not None else None)
         if config.report_to != "none":
@@ -222,28 +185,6 @@ class PretrainingLoop:
         self.train_model = torch.compile(self.model) if self.compiled and not accelerate_compiled else self.model
         self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
-
-    def _prepare_output_dir(self) -> None:
-        """Sweep the temporary directories of saves a kill interrupted; with --overwrite_output_dir on a fresh
-        run, remove the previous run's checkpoints and metrics; record the run's settings in config.json,
-        with the history of resumes (the step, the checkpoint and what changed) of this run directory."""
-        acc = self.accelerator
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            sweep_unfinished_saves(self.output_dir)
-            history = []
-            if self.resumed_from is None and self.config.overwrite_output_dir:
-                removed = clear_previous_run(self.output_dir)
-                if removed:
-                    print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}",
-                          file=sys.stderr)
-            elif (self.output_dir / "config.json").is_file():
-                history = json.loads((self.output_dir / "config.json").read_text()).get("resumes", [])
-            if self.resume_record is not None:
-                history.append(self.resume_record)
-            record = {**dataclasses.asdict(self.config), "resumes": history}
-            atomic_write_text(self.output_dir / "config.json", json.dumps(record, indent=2))
-        acc.wait_for_everyone()
 
     # -- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
@@ -360,180 +301,6 @@ class PretrainingLoop:
                 tracker.log({"eval/samples": "\n\n".join("    " + text.replace("\n", "\n    ") for text in samples)},
                             step=self.step)
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path:
-        """checkpoint-<step>/ written into a temporary directory by every process, renamed into place
-        by the main process: a kill at any moment leaves either the complete checkpoint or none.
-        Not `fileio.atomic_directory`: that is one process's context manager, while here every process
-        writes into the same temporary directory (its own training state), so its name is fixed."""
-        acc = self.accelerator
-        final = self.output_dir / f"checkpoint-{self.step}"
-        tmp = temporary_path(final, unique=False)
-        if not self._weights_finite():  # a finite loss can still be followed by an update to inf/NaN
-            raise DivergenceError(f"step {self.step}: the weights hold NaN or inf after the update; stopping without "
-                                  "saving them. The last good checkpoint is kept; lower --learning_rate or "
-                                  "--max_grad_norm, then --resume_from_checkpoint")
-        try:
-            self._write_checkpoint(tmp, final)
-        except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            kept = list_checkpoints(self.output_dir)
-            raise TrainingError(f"no space left to write {final} ({os.strerror(error.errno)}); "
-                                + (f"{kept[-1][1]} is kept. " if kept else "no checkpoint was kept. ")
-                                + "Free space (or pass a smaller --save_total_limit), then rerun with "
-                                "--resume_from_checkpoint latest") from None
-        if acc.is_main_process:
-            self._rotate_checkpoints(keep={final})
-            if self.config.push_to_hub and self.config.hub_strategy in ("every_save", "checkpoint"):
-                self._push_in_background(final)
-        return final
-
-    @torch.no_grad()
-    def _weights_finite(self) -> bool:
-        """All ranks agree (under FSDP each holds a shard of the weights)."""
-        bad = torch.zeros((), device=self.device)
-        for parameter in self.model.parameters():
-            local = parameter.to_local() if hasattr(parameter, "to_local") else parameter  # FSDP2: this rank's shard
-            bad += (~torch.isfinite(local)).any()
-        if self.accelerator.num_processes > 1:
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        return not bad.item()
-
-    def _write_checkpoint(self, tmp: Path, final: Path) -> None:
-        acc = self.accelerator
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        with quiet_saves():
-            acc.save_state(str(tmp / "training_state"))
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "world_size": acc.num_processes,
-                 "hardware": describe_hardware(acc), "run_config": dataclasses.asdict(self.config)}
-        (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
-            json.dumps(self.train_loader.state_dict()))
-        model_state = acc.get_state_dict(self.model)
-        if acc.is_main_process:
-            model, model_state = self.model_for_saving(model_state)
-            write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
-            (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
-            write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=self.step,
-                             tokens=self.tokens_seen, final_dir=final)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            commit_directory(tmp, final)
-        acc.wait_for_everyone()
-
-    def model_for_saving(self, state_dict: dict):
-        """(model, state_dict) for save_pretrained. FSDP2 changes the class of the model it shards into a
-        generated FSDP<name> subclass, which would end up in config.json's auto_map: a parameterless copy
-        on the meta device stands in, and the gathered tied weights share one tensor again, so that
-        model.safetensors stores the embedding once, as without FSDP."""
-        from torch.distributed.fsdp import FSDPModule
-
-        if not isinstance(self.raw_model, FSDPModule):
-            return self.raw_model, state_dict
-        with torch.device("meta"):
-            model = NanoGPT2ForCausalLM(self.raw_model.config)
-        if model.config.tie_word_embeddings:
-            for tied, source in model._tied_weights_keys.items():
-                state_dict[tied] = state_dict[source]
-        return model, state_dict
-
-    def _rotate_checkpoints(self, keep: set[Path]) -> None:
-        """--save_total_limit: the oldest checkpoints go, never the one just saved, the one this run resumed
-        from, or one still being uploaded."""
-        limit = self.config.save_total_limit
-        if not limit:
-            return
-        protected = {p.resolve() for p in keep | self.uploading | ({self.resumed_from} if self.resumed_from else set())}
-        for _, path in list_checkpoints(self.output_dir)[:-limit]:
-            if path.resolve() not in protected:
-                shutil.rmtree(path, ignore_errors=True)
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Model, optimizer, RNG and data position. A checkpoint of another number of processes resumes too:
-        DDP's states are full, FSDP's are resharded by torch.distributed.checkpoint, and the data position
-        is resharded by the loader (any rank's file: all ranks of TrainLoader are at the same step). RNG
-        states exist only for the saved ranks, so dropout masks differ from the uninterrupted run then."""
-        acc = self.accelerator
-        training_state = path / "training_state"
-        state = json.loads((training_state / "trainer_state.json").read_text())
-        self._check_resumed_run(path, state)
-        saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
-        if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
-            raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
-                             f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
-                             "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
-        same_world = state["world_size"] == acc.num_processes
-        data_file = training_state / f"data_rank{acc.process_index if same_world else 0}.json"
-        self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
-        acc.load_state(str(training_state))
-        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        if state["world_size"] != acc.num_processes and acc.is_main_process:
-            print(f"resuming {path} (saved by {state['world_size']} process(es)) on {acc.num_processes}: the data "
-                  "position is resharded, the token stream continues", file=sys.stderr)
-
-    def _check_resumed_run(self, path: Path, state: dict) -> None:
-        """Refuse a resume that would silently become another run (model shape, tokenizer, batch geometry,
-        data); report and record allowed changes (learning rate, schedule, evaluation, ...)."""
-        saved_model = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-        current_model = self.model_config.to_dict()
-        shape = [f"{key} was {saved_model[key]}, now {current_model.get(key)}"
-                 for key in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
-                 if key in saved_model and saved_model[key] != current_model.get(key)]
-        if shape:
-            raise PreflightError(f"--resume_from_checkpoint {path} holds another model shape ({', '.join(shape)}); "
-                                 "resume with the checkpoint's --preset/--n_layer/--n_head/--n_embd/--tokenizer, or "
-                                 "start a new run in another --output_dir")
-        changed = {}
-        if "run_config" in state:  # checkpoints written before the settings were recorded resume unchecked
-            changed = compare_resumed_settings(state["run_config"], dataclasses.asdict(self.config), path)
-        if state["world_size"] != self.accelerator.num_processes:
-            changed["num_processes"] = {"was": state["world_size"], "now": self.accelerator.num_processes}
-        if changed and self.accelerator.is_main_process:
-            print(f"resuming {path} with changed settings: "
-                  + ", ".join(f"{key} {c['was']!r} -> {c['now']!r}" for key, c in changed.items()), file=sys.stderr)
-        self.resume_record = {"step": state["step"], "checkpoint": str(path), "changed": changed}
-
-    def _push(self, checkpoint: Path, commit_message: str | None = None) -> None:
-        from .publish import push_checkpoint
-
-        push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
-                        commit_message=commit_message or f"{checkpoint.name}: step {self.step}, "
-                                                         f"{self.tokens_seen:,} tokens",
-                        last_checkpoint=self.config.hub_strategy == "checkpoint")
-        self.pushed = checkpoint
-
-    PUSH_ATTEMPTS, PUSH_RETRY_SECONDS = 3, 30.0
-
-    def _push_in_background(self, checkpoint: Path) -> None:
-        """An intermediate push (--hub_strategy every_save/checkpoint) runs in a thread on the main process:
-        other ranks never wait on an upload (a long one would hit NCCL's timeout). A failure is retried, then
-        reported; training goes on."""
-        from .publish import PublishError
-
-        attempts = self.PUSH_ATTEMPTS
-        message = f"{checkpoint.name}: step {self.step}, {self.tokens_seen:,} tokens"  # the loop moves on meanwhile
-
-        def push():
-            try:
-                for attempt in range(1, attempts + 1):
-                    try:
-                        return self._push(checkpoint, message)
-                    except PublishError as error:
-                        if attempt == attempts:
-                            tqdm.write(f"warning: {error} (after {attempts} attempts); training continues",
-                                       file=sys.stderr)
-                        else:
-                            time.sleep(self.PUSH_RETRY_SECONDS * attempt)
-            finally:
-                self.uploading.discard(checkpoint)
-
-        self.uploading.add(checkpoint)
-        self.uploads.submit(push)
-
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> Path:
         acc, config = self.accelerator, self.config
@@ -551,11 +318,10 @@ class PretrainingLoop:
         finally:  # also on an error: the error line starts on a line of its own
             bar.close()
             self.train_loader.close()
-            self.uploads.shutdown(wait=True)  # an intermediate push still running finishes (or fails) first
+            self.checkpoints.finish_uploads()
         if last_checkpoint is None:  # resumed at the end already
-            last_checkpoint = self.output_dir / f"checkpoint-{self.step}"
-        if acc.is_main_process and config.push_to_hub and self.pushed != last_checkpoint:
-            self._push(last_checkpoint)
+            last_checkpoint = self.checkpoints.directory(self.step)
+        self.checkpoints.push_final(last_checkpoint, self.step, self.tokens_seen)
         acc.end_training()
         return last_checkpoint
 
@@ -601,10 +367,10 @@ class PretrainingLoop:
                     raise
                 except Exception:  # the step's checkpoint is saved before the evaluation error is reported
                     if save:
-                        self.save_checkpoint()
+                        self.checkpoints.save(self.step, self.tokens_seen)
                     raise
             if save or signum:
-                last_checkpoint = self.save_checkpoint()
+                last_checkpoint = self.checkpoints.save(self.step, self.tokens_seen)
             if signum:
                 name = signal.Signals(signum).name
                 raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "

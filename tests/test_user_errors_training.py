@@ -134,12 +134,12 @@ def test_resume_records_changed_settings_and_save_total_limit_keeps_the_newest(r
 
 
 def test_full_disk_at_save_keeps_the_previous_checkpoint(run_copy, capsys, monkeypatch, tinyshakespeare_file):
-    import nanogpt2.training as training
+    import nanogpt2.run_checkpoints as run_checkpoints
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(training, "write_model_files", no_space)  # the disk fills while writing checkpoint-4
+    monkeypatch.setattr(run_checkpoints, "write_model_files", no_space)  # the disk fills while writing checkpoint-4
     before = snapshot(run_copy / "checkpoint-2")
     result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", run_copy, "--max_steps", "4",
                                     "--resume_from_checkpoint", "latest"], capsys)
@@ -173,7 +173,7 @@ def test_tampered_or_unfinished_shards_are_refused_before_any_checkpoint(tmp_pat
 def test_failed_intermediate_push_is_retried_reported_and_training_goes_on(tmp_path, capsys, monkeypatch,
                                                                            tinyshakespeare_file):
     import nanogpt2.publish as publish
-    from nanogpt2.training import PretrainingLoop
+    from nanogpt2.run_checkpoints import RunCheckpoints
 
     pushes = []
 
@@ -184,7 +184,7 @@ def test_failed_intermediate_push_is_retried_reported_and_training_goes_on(tmp_p
 
     monkeypatch.setattr(publish, "check_hub_access", lambda *args, **kwargs: None)
     monkeypatch.setattr(publish, "push_checkpoint", flaky_push)
-    monkeypatch.setattr(PretrainingLoop, "PUSH_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(RunCheckpoints, "PUSH_RETRY_SECONDS", 0.0)
     result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", tmp_path / "run",
                                     "--save_steps", "1", "--push_to_hub", "--hub_model_id", "someone/tiny",
                                     "--hub_strategy", "every_save"], capsys)
