@@ -78,6 +78,16 @@ def short_count(value: float) -> str:
     return f"{value:.3g}"
 
 
+def example_counts(records: list[dict]) -> str:
+    """" (200 examples)", or " (200 examples, the last 10,042)" after a --hellaswag_final_full run."""
+    counts = [r["hellaswag_num_examples"] for r in records if "hellaswag_num_examples" in r]
+    if not counts:
+        return ""
+    if counts[-1] != counts[0]:
+        return f" ({counts[0]:,} examples, the last {counts[-1]:,})"
+    return f" ({counts[0]:,} examples)"
+
+
 def read_run_config(run_dir) -> dict:
     path = Path(run_dir) / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -128,11 +138,11 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     hellaswag = [r for r in evals if "hellaswag_acc_norm" in r]
     references = reference_lines(read_run_config(run_dir)) if reference_lines_shown else {"loss": [], "hellaswag": []}
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    steps = [r["tokens"] for r in train]
+    tokens = [r["tokens"] for r in train]
     losses = [r["train_loss"] for r in train]
-    left.plot(steps, losses, label="train loss", alpha=0.35 if len(train) >= SMOOTHING_MIN_POINTS else 0.8)
+    left.plot(tokens, losses, label="train loss", alpha=0.35 if len(train) >= SMOOTHING_MIN_POINTS else 0.8)
     if len(train) >= SMOOTHING_MIN_POINTS:
-        left.plot(steps, smoothed(losses), color="C0", label=f"train loss, EMA {SMOOTHING}")
+        left.plot(tokens, smoothed(losses), color="C0", label=f"train loss, EMA {SMOOTHING}")
     left.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", color="C1", label="val loss")
     for (label, value), color in zip(references["loss"], "rg"):
         left.axhline(value, color=color, linestyle="--", label=label)
@@ -140,8 +150,7 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     left.set_title("Loss")
     if hellaswag:
         right.plot([r["tokens"] for r in hellaswag], [r["hellaswag_acc_norm"] for r in hellaswag], "o-",
-                   label=f"this run ({hellaswag[-1]['hellaswag_num_examples']:,} examples)"
-                   if "hellaswag_num_examples" in hellaswag[-1] else "this run")
+                   label=f"this run{example_counts(hellaswag)}")
     right.axhline(0.25, color="gray", linestyle=":", label="chance (0.25)")
     if hellaswag:
         for (label, value), color in zip(references["hellaswag"], "rg"):

@@ -283,11 +283,12 @@ def test_tokenizer_files_load_without_nanogpt2_prompt_or_warning(checkpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="transformers 5.17-5.24: AutoTokenizer loads AutoConfig first, and config.json's "
-                   "auto_map['AutoConfig'] (needed for trust_remote_code loading) makes resolve_trust_remote_code ask; "
-                   "a transformers that stops asking turns this into a failure: then update the README")
+@pytest.mark.xfail(strict=True, reason="transformers 5.17-5.24: AutoTokenizer loads AutoConfig first, and "
+                   "config.json's auto_map['AutoConfig'] (needed for trust_remote_code loading) makes "
+                   "resolve_trust_remote_code ask; a transformers that stops asking turns this into a failure: "
+                   "then update the README")
 def test_plain_auto_tokenizer_without_nanogpt2_does_not_ask(checkpoint):
-    code = BLOCK_NANOGPT2 + f"from transformers import AutoTokenizer; AutoTokenizer.from_pretrained({str(checkpoint)!r})"
+    code = BLOCK_NANOGPT2 + f"import transformers; transformers.AutoTokenizer.from_pretrained({str(checkpoint)!r})"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL,
                             timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]

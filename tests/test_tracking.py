@@ -11,7 +11,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from nanogpt2.model_card import build_model_card
-from nanogpt2.plot import FINEWEB_EDU, plot_run, reference_lines, short_count, smoothed, training_dataset
+from nanogpt2.plot import (FINEWEB_EDU, example_counts, plot_run, reference_lines, short_count, smoothed,
+                           training_dataset)
 from nanogpt2.training import TRACKER_NAMES, tracker_values
 
 from test_pretrain import SMALL, pretrain_in_process
@@ -132,3 +133,7 @@ def test_plot_smoothing_and_token_ticks():
     assert smoothed([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])  # bias-corrected: no pull towards 0
     assert smoothed([10.0, 0.0], weight=0.5) == pytest.approx([10.0, 10 / 3])
     assert [short_count(v) for v in (0, 512, 2048, 1.5e6, 10e9)] == ["0", "512", "2.05K", "1.5M", "10B"]
+    assert example_counts([{"hellaswag_num_examples": 200}] * 2) == " (200 examples)"
+    assert example_counts([{"hellaswag_num_examples": 200}, {"hellaswag_num_examples": 10_042}]) == (
+        " (200 examples, the last 10,042)")
+    assert example_counts([{}]) == ""
