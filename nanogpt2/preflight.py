@@ -6,11 +6,11 @@ publish.check_hub_access), also before step 1. Every failure is one message nami
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
 
+from . import fileio
 from .fileio import TMP_PREFIX
 from .sources import DataError
 
@@ -40,19 +40,14 @@ def run_contents(output_dir: Path) -> list[str]:
 
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
     """--output_dir is a directory we can write, and a fresh run does not land on top of another one."""
-    flag = f"--output_dir {output_dir}"
-    if output_dir.exists() and not output_dir.is_dir():
-        raise PreflightError(f"{flag} is a file, not a directory; pass another --output_dir")
-    existing = next((p for p in [output_dir, *output_dir.parents] if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise PreflightError(f"{flag} is not writable ({existing} is read-only to this user); pass another "
-                             "--output_dir")
+    # A file, under a file, not writable: fileio's checks. Not emptiness: other files may stay, another run not.
+    fileio.check_output_dir(output_dir, "--output_dir", overwrite=True)
     contents = run_contents(output_dir)
     if contents and not resuming and not overwrite:
         shown = ", ".join(contents[:4]) + (", ..." if len(contents) > 4 else "")
-        raise PreflightError(f"{flag} already holds a run ({shown}); continue it with --resume_from_checkpoint "
-                             "latest, start over with --overwrite_output_dir (deletes its checkpoints and "
-                             "metrics), or pass another --output_dir")
+        raise PreflightError(f"--output_dir {output_dir} already holds a run ({shown}); continue it with "
+                             "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes its "
+                             "checkpoints and metrics), or pass another --output_dir")
 
 
 def clear_previous_run(output_dir: Path) -> list[str]:
@@ -86,8 +81,8 @@ def resume_target(resume_from_checkpoint: str | None, output_dir: Path, checkpoi
 
 
 def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
-    """(refused, changed) between the settings a checkpoint was written with and this run's. `refused`
-    non-empty means the run would silently become another one; `changed` lists what is allowed."""
+    """What changed between the settings a checkpoint was written with and this run's ({key: {was, now}});
+    a change of a RESUME_MUST_MATCH setting, which would silently make another run, raises instead."""
     refused, changed = [], {}
     for key, value in current.items():
         if key in RESUME_IGNORED or key not in saved or saved[key] == value:

@@ -79,6 +79,7 @@ CASES = [
     ("resume-different-seed", ["--resume_from_checkpoint", "latest", "--seed", "7"], ["--seed was 1337, now 7"], True),
     ("save-total-limit-zero", ["--save_total_limit", "0"], ["--save_total_limit"], False),
     ("output-dir-is-a-file", ["--output_dir", "TMP/file.txt"], ["--output_dir", "is a file"], False),
+    ("output-dir-under-a-file", ["--output_dir", "TMP/file.txt/run"], ["--output_dir", "file.txt is a file"], False),
     ("hellaswag-file-missing", ["--hellaswag_file", "TMP/nope.jsonl"], ["--hellaswag_file", "nope.jsonl"], False),
     ("hellaswag-line-malformed", ["--hellaswag_file", "TMP/hs.jsonl"], ["hs.jsonl:3"], False),
     ("hellaswag-offline-not-cached", [], ["--hellaswag_file"], False),
