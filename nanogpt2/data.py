@@ -315,14 +315,14 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
     if config.validation_file:
         validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
     else:
-        validation, tokens = [], 0
+        pieces, tokens = [], 0  # each document tokenized once, as it is taken
         for row in stream:
-            validation.append(row[config.text_column])
-            tokens += 1 + len(tokenizer.encode_ordinary(validation[-1]))
+            pieces.append(tokenize_documents([row[config.text_column]], tokenizer))
+            tokens += len(pieces[-1])
             if tokens > config.eval_tokens:
                 break
-        stream = stream.skip(len(validation))
-        validation_tokens = tokenize_documents(validation, tokenizer)
+        stream = stream.skip(len(pieces))
+        validation_tokens = np.concatenate(pieces) if pieces else tokenize_documents([], tokenizer)
     train = StreamingTrainLoader(stream, tokenizer, config.micro_batch_size, config.sequence_length, rank, world_size,
                                  config.seed, config.text_column)
     return train, [validation_tokens]
