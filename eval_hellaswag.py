@@ -20,7 +20,7 @@ import torch
 from nanogpt2.convert import ConversionError, require_safetensors
 from nanogpt2.fileio import OutputPathError, atomic_write_text, check_output_file, describe_os_error
 from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
-from nanogpt2.sources import DataError, looks_like_local_path
+from nanogpt2.sources import DataError, first_line, looks_like_local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_losses")
@@ -47,8 +47,7 @@ def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_r
         tokenizer = AutoTokenizer.from_pretrained(path if local else name_or_path,
                                                   trust_remote_code=trust_remote_code)
     except Exception as error:  # OSError, ValueError, safetensors' SafetensorError (a truncated or tampered file)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HellaSwagError(f"could not load --model {name_or_path}: {first_line}") from None
+        raise HellaSwagError(f"could not load --model {name_or_path}: {first_line(error)}") from None
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer

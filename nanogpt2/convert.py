@@ -25,7 +25,7 @@ from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Confi
 from .fileio import (OutputPathError, atomic_directory, check_output_dir, describe_os_error,
                      sweep_temporaries)
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .sources import DataError, local_or_hub_dir
+from .sources import DataError, first_line, local_or_hub_dir
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -74,8 +74,7 @@ def load_safetensors_state(directory: Path) -> dict[str, torch.Tensor]:
             state.update(load_file(file))
         except (SafetensorError, OSError, ValueError) as error:
             raise ConversionError(f"{file} is not a valid safetensors file, refused (truncated or tampered: "
-                                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}); "
-                                  "restore it from the original checkpoint") from None
+                                  f"{first_line(error)}); restore it from the original checkpoint") from None
     return state
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .fileio import describe_os_error
-from .sources import DataError, hub_offline
+from .sources import DataError, first_line, hub_offline
 
 # what is uploaded: the model checkpoint; never the optimizer/RNG state, nor hidden/temporary files
 EXCLUDED_DIRS = ("training_state",)
@@ -109,9 +109,8 @@ def push_checkpoint(checkpoint_dir, repo_id: str, private: bool = False, commit_
         return api.create_commit(repo_id, operations=operations,
                                  commit_message=commit_message or f"Upload {root.name} with nanogpt2")
     except (OSError, ConnectionError) as error:  # HfHubHTTPError is an OSError
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PublishError(f"pushing {root} to {repo_id} failed ({message}); the checkpoint is intact, retry with "
-                           f"python -m nanogpt2.publish {root} {repo_id}") from None
+        raise PublishError(f"pushing {root} to {repo_id} failed ({first_line(error)}); the checkpoint is intact, "
+                           f"retry with python -m nanogpt2.publish {root} {repo_id}") from None
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,11 @@ class DataError(ValueError):
     """Bad or missing input data; the message names the file and what to do."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception as one line for a user message: its first non-empty line, else its type's name."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 # -- local facts -----------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """Where downloads are kept: $NANOGPT2_CACHE, else <HF_HOME or ~/.cache/huggingface>/nanogpt2."""
@@ -146,7 +151,7 @@ def resolve_hub_dataset(dataset_name: str, revision: str | None = None) -> str:
     except RevisionNotFoundError:
         raise DataError(f"the Hub dataset {dataset_name} has no revision {revision!r} (check --revision)") from None
     except HfHubHTTPError as error:
-        raise DataError(f"the Hub refused {dataset_name}: {str(error).splitlines()[0]}") from None
+        raise DataError(f"the Hub refused {dataset_name}: {first_line(error)}") from None
     except Exception as error:  # no connection: huggingface_hub's HTTP client raises its own transport errors
         raise DataError(f"could not reach the Hub for {dataset_name} ({type(error).__name__}); "
                         + OFFLINE_HINT) from None
@@ -168,8 +173,7 @@ def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train",
         return datasets.load_dataset(dataset_name, name=dataset_config_name, split=split, streaming=streaming,
                                      revision=sha, **extra)
     except (ConnectionError, OSError) as error:
-        first_line = (str(error).splitlines() or [""])[0]
-        raise DataError(f"could not load {dataset_name} from the Hub ({type(error).__name__}: {first_line}); "
+        raise DataError(f"could not load {dataset_name} from the Hub ({type(error).__name__}: {first_line(error)}); "
                         + OFFLINE_HINT) from None
 
 
@@ -210,7 +214,7 @@ def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type:
         except (RepositoryNotFoundError, EntryNotFoundError):
             raise DataError(f"{repo_id} ({repo_type}) has no file {filename} on the Hub") from None
         except HfHubHTTPError as error:
-            raise DataError(f"the Hub refused {repo_id}/{filename}: {str(error).splitlines()[0]}") from None
+            raise DataError(f"the Hub refused {repo_id}/{filename}: {first_line(error)}") from None
         except Exception as error:  # no connection: huggingface_hub's HTTP client raises its own transport errors
             raise DataError(f"could not download {repo_id}/{filename} ({type(error).__name__}); check the "
                             "connection and rerun: finished files are kept, a partial one resumes") from None

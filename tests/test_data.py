@@ -207,3 +207,10 @@ def test_streaming_loader_ranks_read_disjoint_documents(small_jsonl):
         seen.append({tokenizer.decode(d[1:]) for d in documents})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(texts)
+
+
+def test_first_line_of_an_error_for_messages():
+    from nanogpt2.sources import first_line
+
+    assert first_line(ValueError("\n  503 Service Unavailable\nbody ...")) == "503 Service Unavailable"
+    assert first_line(OSError()) == "OSError"  # an empty message: the type, never an IndexError
