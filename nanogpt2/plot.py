@@ -33,10 +33,12 @@ def training_dataset(config: dict) -> str | None:
         return config["dataset_name"]
     if not config.get("data_dir"):
         return None
+    from .prepare import read_manifest
+
     data_dir = Path(config["data_dir"])
-    manifest = data_dir / "manifest.json"
-    if manifest.is_file():
-        return json.loads(manifest.read_text()).get("settings", {}).get("source", {}).get("dataset_name")
+    manifest = read_manifest(data_dir)
+    if manifest is not None:
+        return manifest["settings"].get("source", {}).get("dataset_name")
     if data_dir.is_dir() and any(f.name.startswith(FINEWEB_EDU_SHARD_PREFIXES) for f in data_dir.iterdir()):
         return FINEWEB_EDU
     return None
