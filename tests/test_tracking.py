@@ -11,6 +11,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from nanogpt2.model_card import build_model_card
+from nanogpt2.sources import DataError
 from nanogpt2.plot import (FINEWEB_EDU, example_counts, plot_run, reference_lines, short_count, smoothed,
                            training_dataset)
 from nanogpt2.training import TRACKER_NAMES, tracker_values
@@ -92,6 +93,14 @@ def test_reference_lines_apply_to_their_dataset_and_style(tmp_path):
         (shards / name).write_bytes(b"")
         assert training_dataset({"data_dir": str(shards)}) == dataset
     assert reference_lines({"data_dir": str(tmp_path / "fineweb")})["loss"] == []
+    prepared = tmp_path / "prepared"  # prepare_fineweb.py's manifest names the source
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text(json.dumps({"shards": [], "settings": {"source": {
+        "dataset_name": FINEWEB_EDU}}}))
+    assert training_dataset({"data_dir": str(prepared)}) == FINEWEB_EDU
+    (prepared / "manifest.json").write_text('{"shards": [')
+    with pytest.raises(DataError, match="manifest.json is not a prepare_fineweb.py manifest"):
+        training_dataset({"data_dir": str(prepared)})
 
 
 def _fake_run(tmp_path, hellaswag_examples, config):
