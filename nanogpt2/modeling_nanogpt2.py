@@ -25,7 +25,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_nanogpt2 import NanoGPT2Config
@@ -212,6 +212,7 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
@@ -246,7 +247,10 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             position_ids=position_ids,
             **{CACHE: cache},
         )
-        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
+        hidden_states = inputs_embeds + self.wpe(position_ids)
+        if token_type_ids is not None:  # as GPT2Model: segment ids are embedded with the token table
+            hidden_states = hidden_states + self.wte(token_type_ids)
+        hidden_states = self.drop(hidden_states)
         for block in self.h:
             hidden_states = block(hidden_states, attention_mask=mask, cache=cache, **kwargs)
         hidden_states = self.ln_f(hidden_states)
@@ -336,6 +340,7 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
                 "with handle_long_generation='hole'"
             )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -365,6 +370,7 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -412,10 +418,12 @@ class NanoGPT2ForSequenceClassification(NanoGPT2PreTrainedModel):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
                 **kwargs) -> SequenceClassifierOutputWithPast:
         outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+                                   inputs_embeds=inputs_embeds, use_cache=False, return_dict=True,
+                                   **kwargs)
         logits = self.score(outputs.last_hidden_state)
         batch_size = logits.shape[0]
         pad_token_id = self.config.pad_token_id
@@ -448,10 +456,12 @@ class NanoGPT2ForTokenClassification(NanoGPT2PreTrainedModel):
         self.classifier = nn.Linear(config.n_embd, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
                 **kwargs) -> TokenClassifierOutput:
         outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+                                   inputs_embeds=inputs_embeds, use_cache=False, return_dict=True,
+                                   **kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = self.loss_function(logits, labels, self.config) if labels is not None else None
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
@@ -467,10 +477,12 @@ class NanoGPT2ForQuestionAnswering(NanoGPT2PreTrainedModel):
         self.qa_outputs = nn.Linear(config.n_embd, 2)
         self.post_init()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                 start_positions=None, end_positions=None, **kwargs) -> QuestionAnsweringModelOutput:
         outputs = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+                                   inputs_embeds=inputs_embeds, use_cache=False, return_dict=True,
+                                   **kwargs)
         start_logits, end_logits = (t.contiguous() for t in self.qa_outputs(outputs.last_hidden_state).unbind(-1))
         loss = None
         if start_positions is not None and end_positions is not None:

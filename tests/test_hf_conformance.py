@@ -383,3 +383,45 @@ def test_readme_using_the_model_examples_run(checkpoint, tmp_path):
     for example in examples:
         run_python(example if "import nanogpt2" in example or "from nanogpt2" in example
                    else BLOCK_NANOGPT2 + example, cwd=tmp_path)
+
+
+# -- return_dict=False (and config.return_dict=False) gives tuples on every head, as transformers' models do --
+ALL_HEADS = [NanoGPT2Model, NanoGPT2ForCausalLM, NanoGPT2ForSequenceClassification, NanoGPT2ForTokenClassification,
+             NanoGPT2ForQuestionAnswering]
+
+
+@pytest.mark.parametrize("head", ALL_HEADS, ids=[h.__name__ for h in ALL_HEADS])
+@pytest.mark.parametrize("where", ["keyword", "config"])
+def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
+    torch.manual_seed(0)
+    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0)).eval()
+    ids = torch.tensor(IDS) % 64
+    options = dict(use_cache=False) if head in (NanoGPT2Model, NanoGPT2ForCausalLM) else {}
+    with torch.no_grad():
+        expected = model(input_ids=ids, **options).to_tuple()
+        if where == "config":
+            model.config.return_dict = False
+            actual = model(input_ids=ids, **options)
+        else:
+            actual = model(input_ids=ids, return_dict=False, **options)
+    assert isinstance(actual, tuple) and len(actual) == len(expected)
+    torch.testing.assert_close(actual[0], expected[0], rtol=0, atol=0)
+
+
+def test_token_type_ids_add_their_embedding_as_in_gpt2(tmp_path):
+    """GPT-2 adds wte(token_type_ids) to the input (GPT2Model.forward); nanogpt2 must not drop them."""
+    from transformers import GPT2LMHeadModel
+
+    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300)
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(GPT2Config(**shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(**shape)).eval()
+    model.load_state_dict(gpt2_state_to_nanogpt2(reference.state_dict()), strict=False)
+    ids = torch.tensor([[5, 17, 42, 99, 250, 7]])
+    types = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    with torch.no_grad():
+        expected = reference(input_ids=ids, token_type_ids=types).logits
+        actual = model(input_ids=ids, token_type_ids=types).logits
+        plain = model(input_ids=ids).logits
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(actual, plain)
