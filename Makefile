@@ -32,6 +32,7 @@ $(FLOOR)/.installed: setup.cfg | setup
 test-floor: $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; assert t.__version__.startswith('$(TRANSFORMERS_FLOOR)'), t.__version__"
 	PYTHONPATH=$(FLOOR) $(PY) -m pytest -q $(FLOOR_TESTS)
+	PYTHONPATH=$(FLOOR) $(PY) -m pytest -q -m "not slow" tests/test_hf_conformance.py
 
 # Local copies of the data when ../shared/data exists (offline machines); otherwise downloaded once.
 SHARED ?= ../shared/data
