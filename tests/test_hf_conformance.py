@@ -408,7 +408,7 @@ def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
     torch.testing.assert_close(actual[0], expected[0], rtol=0, atol=0)
 
 
-def test_token_type_ids_add_their_embedding_as_in_gpt2(tmp_path):
+def test_token_type_ids_add_their_embedding_as_in_gpt2():
     """GPT-2 adds wte(token_type_ids) to the input (GPT2Model.forward); nanogpt2 must not drop them."""
     from transformers import GPT2LMHeadModel
 
