@@ -260,13 +260,13 @@ def build_loaders(config: RunConfig, tokenizer, rank: int = 0, world_size: int =
     else:
         train_arrays, validation_arrays = _token_arrays(config, tokenizer)
         with _naming(_data_flag(config)):
-            train = TrainLoader(train_arrays, config.micro_batch_size, config.sequence_length, rank, world_size,
+            train = TrainLoader(train_arrays, config.per_device_train_batch_size, config.block_size, rank, world_size,
                                 config.seed, eot_token_id=tokenizer.eot_token_id)
-    validation_batches = max(1, config.eval_tokens // (config.micro_batch_size * config.sequence_length))
+    validation_batches = max(1, config.eval_tokens // (config.per_device_train_batch_size * config.block_size))
     with _naming(f"--validation_file {config.validation_file}" if config.validation_file else
                  f"the val shards of {_data_flag(config)}" if config.data_dir else
                  f"--validation_split_percentage {config.validation_split_percentage} of {_data_flag(config)}"):
-        validation = ValidationLoader(validation_arrays, config.micro_batch_size, config.sequence_length,
+        validation = ValidationLoader(validation_arrays, config.per_device_train_batch_size, config.block_size,
                                       validation_batches, rank, world_size)
     return train, validation
 
@@ -323,7 +323,7 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
                 break
         stream = stream.skip(len(pieces))
         validation_tokens = np.concatenate(pieces) if pieces else tokenize_documents([], tokenizer)
-    train = StreamingTrainLoader(stream, tokenizer, config.micro_batch_size, config.sequence_length, rank, world_size,
+    train = StreamingTrainLoader(stream, tokenizer, config.per_device_train_batch_size, config.block_size, rank, world_size,
                                  config.seed, config.text_column)
     return train, [validation_tokens]
 

@@ -250,7 +250,7 @@ class RunCheckpoints:
     def _push(self, checkpoint: Path, step: int, tokens_seen: int) -> None:
         from .publish import push_checkpoint
 
-        push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private,
+        push_checkpoint(checkpoint, self.config.hub_model_id, private=self.config.hub_private_repo,
                         commit_message=f"{checkpoint.name}: step {step}, {tokens_seen:,} tokens",
                         last_checkpoint=self.config.hub_strategy == "checkpoint")
         self.pushed = checkpoint

@@ -131,7 +131,7 @@ class PretrainingLoop:
         if config.push_to_hub:
             from .publish import check_hub_access
 
-            check_hub_access(config.hub_model_id, private=config.hub_private)
+            check_hub_access(config.hub_model_id, private=config.hub_private_repo)
 
         # Every example the run will score, parsed now (all of them for --hellaswag_final_full).
         self.hellaswag_examples = None if config.skip_hellaswag else check_hellaswag(
@@ -183,7 +183,7 @@ class PretrainingLoop:
         accelerate_compiled = is_compiled_module(self.model)
         self.compiled = accelerate_compiled or compile_enabled(config, self.device.type)
         self.train_model = torch.compile(self.model) if self.compiled and not accelerate_compiled else self.model
-        self.flops_per_token = model_flops_per_token(self.raw_model, config.sequence_length)
+        self.flops_per_token = model_flops_per_token(self.raw_model, config.block_size)
         self.peak_flops = device_peak_flops(self.device) if self.device.type == "cuda" else None
 
     # -- one optimizer step ---------------------------------------------------------------------
@@ -219,7 +219,7 @@ class PretrainingLoop:
         # ranks must agree); a rank short of a batch runs a dummy one that does not count.
         rounds = -(-self.val_loader.num_batches // self.accelerator.num_processes)
         batches = iter(self.val_loader)
-        dummy = torch.zeros(2, self.config.micro_batch_size, self.config.sequence_length, dtype=torch.long)
+        dummy = torch.zeros(2, self.config.per_device_train_batch_size, self.config.block_size, dtype=torch.long)
         for _ in range(rounds):
             x, y = batch = next(batches, dummy)
             with self.accelerator.autocast():
@@ -267,7 +267,7 @@ class PretrainingLoop:
         """Validation loss, HellaSwag (all examples at the final step with --hellaswag_final_full) and samples;
         every metric with the number of tokens or examples it covers."""
         record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss(),
-                  "val_tokens": self.val_loader.num_batches * self.config.micro_batch_size * self.config.sequence_length}
+                  "val_tokens": self.val_loader.num_batches * self.config.per_device_train_batch_size * self.config.block_size}
         if not math.isfinite(record["val_loss"]):
             raise DivergenceError(f"step {self.step}: the validation loss is {record['val_loss']}; stopping without "
                                   "saving this step. The last good checkpoint is kept; lower --learning_rate or check "
@@ -309,7 +309,7 @@ class PretrainingLoop:
         if acc.is_main_process:
             n_params = sum(p.numel() for p in self.raw_model.parameters())
             bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
-                      f"{config.total_batch_size:,} tokens/step = {config.micro_batch_size} x {config.sequence_length} "
+                      f"{config.total_batch_size:,} tokens/step = {config.per_device_train_batch_size} x {config.block_size} "
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
         try:
