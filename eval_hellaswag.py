@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from nanogpt2.convert import ConversionError, require_safetensors
-from nanogpt2.fileio import OutputPathError, atomic_write_text, check_output_file, describe_os_error
-from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, load_hellaswag
-from nanogpt2.sources import DataError, first_line, looks_like_local_path
+from nanogpt2.convert import require_safetensors
+from nanogpt2.errors import HellaSwagError, cli, first_line
+from nanogpt2.fileio import atomic_write_text, check_output_file
+from nanogpt2.hellaswag import evaluate_hellaswag, load_hellaswag
+from nanogpt2.sources import looks_like_local_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_losses")
@@ -28,8 +29,9 @@ PREDICTION_FIELDS = ("ind", "label", "pred", "pred_norm", "sum_losses", "mean_lo
 
 def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_remote_code: bool = False):
     """`AutoModelForCausalLM` and `AutoTokenizer` of a checkpoint directory or Hub id, in eval mode."""
-    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import nanogpt2  # noqa: F401  (registers nanogpt2 with the Auto classes)
 
     path = Path(name_or_path).expanduser()
     local = looks_like_local_path(name_or_path)
@@ -37,10 +39,7 @@ def load_model_and_tokenizer(name_or_path: str, dtype=None, device=None, trust_r
         raise HellaSwagError(f"--model {name_or_path} is not a checkpoint directory (no such directory); pass a "
                              "directory written by save_pretrained or a Hub id such as openai-community/gpt2")
     if local:
-        try:
-            require_safetensors(path, f"--model {name_or_path}")
-        except ConversionError as error:
-            raise HellaSwagError(str(error)) from None
+        require_safetensors(path, f"--model {name_or_path}")
     try:
         model = AutoModelForCausalLM.from_pretrained(path if local else name_or_path, dtype=dtype,
                                                      trust_remote_code=trust_remote_code, use_safetensors=True)
@@ -115,19 +114,10 @@ def check_args(args) -> torch.device | None:
     return device
 
 
-def report(message: str) -> int:
-    """One `error:` line per launch: under accelerate launch / torchrun only rank 0 prints it."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
+@cli
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        device = check_args(args)
-    except (DataError, OutputPathError) as error:
-        return report(str(error))
+    device = check_args(args)
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch / torchrun
         from accelerate import Accelerator
@@ -135,21 +125,15 @@ def main(argv=None) -> int:
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = device or (
         accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        examples = load_hellaswag(args.data_file, split=args.split, limit=args.limit)
-        model, tokenizer = load_model_and_tokenizer(args.model, DTYPES[args.dtype], device, args.trust_remote_code)
-        result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
-                                    device=device, accelerator=accelerator, progress=not args.no_progress,
-                                    max_length=args.max_length)
-    except DataError as error:  # HellaSwagError is one
-        return report(str(error))
+    examples = load_hellaswag(args.data_file, split=args.split, limit=args.limit)
+    model, tokenizer = load_model_and_tokenizer(args.model, DTYPES[args.dtype], device, args.trust_remote_code)
+    result = evaluate_hellaswag(model, tokenizer, examples, style=args.style, batch_size=args.batch_size,
+                                device=device, accelerator=accelerator, progress=not args.no_progress,
+                                max_length=args.max_length)
     if accelerator is not None and not accelerator.is_main_process:
         return 0
     result["model"] = args.model
-    try:
-        write_results(result, args.output_file, args.predictions_file)
-    except OSError as error:
-        return report(describe_os_error(error))
+    write_results(result, args.output_file, args.predictions_file)
     print(json.dumps({key: value for key, value in result.items() if key != "predictions"}, indent=2))
     if result["num_truncated"]:
         print(f"note: {result['num_truncated']} example(s) were longer than the model's context and were "

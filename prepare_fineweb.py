@@ -15,11 +15,11 @@ import argparse
 import os
 import sys
 
-from nanogpt2.fileio import OutputPathError, describe_os_error
+from nanogpt2.errors import DataError, cli
 from nanogpt2.prepare import Source, prepare_shards, verify_prepared
-from nanogpt2.sources import DataError
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_name", default="HuggingFaceFW/fineweb-edu",
@@ -53,28 +53,17 @@ def main(argv=None) -> int:
                              "sha256) and exit: 0 when intact, 1 naming the first shard that is not")
     args = parser.parse_args(argv)
     if args.verify:
-        try:
-            manifest = verify_prepared(args.output_dir)
-            if manifest is None:
-                raise DataError(f"--output_dir {args.output_dir} has no manifest.json; nothing to verify")
-        except (DataError, OSError) as error:
-            print(f"error: {describe_os_error(error) if isinstance(error, OSError) else error}", file=sys.stderr)
-            return 1
+        manifest = verify_prepared(args.output_dir)
+        if manifest is None:
+            raise DataError(f"--output_dir {args.output_dir} has no manifest.json; nothing to verify")
         print(f"{args.output_dir}: {len(manifest['shards'])} shards intact, {manifest['total_tokens']:,} tokens")
         return 0
     source = Source(None if args.data_files else args.dataset_name,
                     None if args.data_files else args.dataset_config_name, args.split, args.data_files,
                     args.text_column, args.streaming, args.revision)
     prefix = args.prefix or ("shard" if args.data_files else "edufineweb")
-    try:
-        manifest = prepare_shards(source, args.output_dir, args.tokenizer, args.shard_size, args.num_proc,
-                                  args.max_tokens, prefix)
-    except (DataError, OutputPathError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+    manifest = prepare_shards(source, args.output_dir, args.tokenizer, args.shard_size, args.num_proc,
+                              args.max_tokens, prefix)
     skipped = manifest.get("skipped_documents", 0)
     print(f"{args.output_dir}: {len(manifest['shards'])} shards, {manifest['total_tokens']:,} tokens"
           + (f" ({skipped:,} null or empty documents skipped)" if skipped else ""))

@@ -7,25 +7,17 @@
 See `python run_pretrain.py --help` for every setting; the loop lives in nanogpt2/training.py.
 """
 
-import os
 import sys
 
-from nanogpt2.sources import DataError
+from nanogpt2.errors import cli
 from nanogpt2.run_config import resolve_config
-from nanogpt2.training import PretrainingLoop, TrainingError, TrainingInterrupted
+from nanogpt2.training import PretrainingLoop
 
 
+@cli
 def main(argv=None) -> int:
-    try:
-        config = resolve_config(argv)
-        trainer = PretrainingLoop(config)
-        checkpoint = trainer.train()
-    except (ValueError, DataError, TrainingError, FileNotFoundError) as error:
-        # Every process of `accelerate launch` meets the same error: the first one alone prints it.
-        if int(os.environ.get("RANK", "0")) == 0:
-            prefix = "stopped" if isinstance(error, TrainingInterrupted) else "error"
-            print(f"{prefix}: {error}", file=sys.stderr, flush=True)
-        return error.exit_code if isinstance(error, TrainingInterrupted) else 1
+    trainer = PretrainingLoop(resolve_config(argv))
+    checkpoint = trainer.train()
     if trainer.accelerator.is_main_process:
         print(f"done: {trainer.step} steps; checkpoint {checkpoint} loads with "
               "AutoModelForCausalLM.from_pretrained (after `import nanogpt2`, or with trust_remote_code=True)")

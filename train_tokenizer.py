@@ -15,10 +15,11 @@ import argparse
 import sys
 
 from nanogpt2.bpe_training import train_bpe_tokenizer
-from nanogpt2.fileio import check_output_dir, describe_os_error
-from nanogpt2.sources import DataError
+from nanogpt2.errors import cli
+from nanogpt2.fileio import check_output_dir
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", nargs="+", required=True,
@@ -31,16 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="write into an existing non-empty --output_dir (its tokenizer files are replaced)")
     args = parser.parse_args(argv)
-    try:
-        check_output_dir(args.output_dir, "--output_dir", args.overwrite_output_dir)
-        tokenizer = train_bpe_tokenizer(args.files, args.vocab_size, args.output_dir, args.text_column,
-                                        args.min_frequency)
-    except ValueError as error:  # DataError, OutputPathError and bad settings
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+    check_output_dir(args.output_dir, "--output_dir", args.overwrite_output_dir)
+    tokenizer = train_bpe_tokenizer(args.files, args.vocab_size, args.output_dir, args.text_column,
+                                    args.min_frequency)
     print(f"wrote {args.output_dir}: {len(tokenizer)} tokens")
     if len(tokenizer) < args.vocab_size:
         print(f"warning: the text has too few distinct pairs seen {args.min_frequency}+ times for "

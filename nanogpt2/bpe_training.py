@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .documents import read_documents
+from .errors import SettingsError
 from .fileio import temporary_directory
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN
 
@@ -18,7 +19,15 @@ MIN_VOCAB_SIZE = 257  # 256 byte tokens + <|endoftext|>
 
 def gpt2_style_bpe(vocab_size: int, min_frequency: int = 2):
     """An untrained byte-level BPE tokenizer with GPT-2's pre-tokenization, and its trainer."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -40,10 +49,10 @@ def train_bpe_tokenizer(files, vocab_size: int, output_dir, text_column: str = "
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"--vocab_size {vocab_size} is too small: the 256 byte tokens and {ENDOFTEXT} need "
+        raise SettingsError(f"--vocab_size {vocab_size} is too small: the 256 byte tokens and {ENDOFTEXT} need "
                          f"{MIN_VOCAB_SIZE}")
     if min_frequency < 1:
-        raise ValueError(f"--min_frequency {min_frequency} must be at least 1")
+        raise SettingsError(f"--min_frequency {min_frequency} must be at least 1")
     documents = [document for file in files for document in read_documents(file, text_column)]
     tokenizer, trainer = gpt2_style_bpe(vocab_size, min_frequency)
     tokenizer.train_from_iterator(documents, trainer=trainer, length=len(documents))

@@ -21,27 +21,25 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import write_model_files
-from .configuration_nanogpt2 import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
-from .fileio import (OutputPathError, atomic_directory, check_output_dir, describe_os_error,
-                     sweep_temporaries)
+from .configuration_nanogpt2 import (
+    EOT_TOKEN_ID,
+    GPT2_VOCAB_SIZE,
+    NanoGPT2Config,
+    padded_vocab_size,
+)
+from .errors import ConversionError, cli, first_line
+from .fileio import atomic_directory, check_output_dir, sweep_temporaries
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .sources import DataError, first_line, local_or_hub_dir
+from .sources import local_or_hub_dir
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 
 
-class ConversionError(ValueError):
-    pass
-
-
 def resolve_checkpoint_dir(name_or_path: str, flag: str = "checkpoint") -> Path:
     """A local directory as is; otherwise a Hub id, downloaded (config, safetensors, tokenizer files)."""
-    try:
-        return local_or_hub_dir(name_or_path, flag, ["*.json", "*.safetensors", "merges.txt"])
-    except DataError as error:
-        raise ConversionError(str(error)) from None
+    return local_or_hub_dir(name_or_path, flag, ["*.json", "*.safetensors", "merges.txt"])
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -301,6 +299,7 @@ def convert_to_gpt2(src: str, dst: str, overwrite_output_dir: bool = False):
     return Path(dst)
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt2.convert",
@@ -326,12 +325,9 @@ def main(argv=None) -> int:
                               overwrite_output_dir=args.overwrite_output_dir)
         else:
             convert_to_gpt2(args.src, args.dst, overwrite_output_dir=args.overwrite_output_dir)
-    except (ConversionError, OutputPathError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except OSError as error:
-        print(f"error: {describe_os_error(error, args.dst)}", file=sys.stderr)
-        return 2
+        error.filename = error.filename or args.dst  # a full disk names no file: the output is DST
+        raise
     print(f"wrote {args.dst}")
     return 0
 

@@ -11,7 +11,6 @@ StreamingTrainLoader gives the same interface over a streaming `datasets` datase
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 from pathlib import Path
 from queue import Full, Queue
@@ -21,10 +20,10 @@ import torch
 
 from .configuration_nanogpt2 import EOT_TOKEN_ID
 from .documents import tokenize_documents, tokenize_files
+from .errors import DataError
 from .run_config import RunConfig
 from .shards import open_shard
-from .sources import DataError, download_tiny_shakespeare, load_hub_text_dataset
-
+from .sources import download_tiny_shakespeare, load_hub_text_dataset
 
 SHARD_EXTENSIONS = (".bin", ".npy")  # nanogpt2 and llm.c/modded-nanogpt .bin, build-nanogpt .npy
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import DataError
+from .errors import DataError
 
 # how sources are cut into chunks (a prepared directory records it: a rerun must cut the same way)
 CHUNKING = {"jsonl_bytes": 2 * 1024 * 1024, "dataset_rows": 1024, "streamed_documents": 256}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sources import DataError, download_hub_files
+from .errors import DataError, cli
+from .sources import download_hub_files
 
 # name: (Hub dataset repository, file name prefix, train shards), from modded-nanogpt's download scripts
 SHARD_SETS = {
@@ -40,6 +41,7 @@ def fetch_shards(name: str, output_dir, num_train_shards: int | None = None, pro
     return download_hub_files(SHARD_SETS[name][0], files, output_dir, repo_type="dataset", progress=progress)
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogpt2.fetch_shards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,12 +51,8 @@ def main(argv=None) -> int:
                         help="download only the first N train shards (default: all 103)")
     args = parser.parse_args(argv)
     output_dir = args.output_dir or args.name
-    try:
-        paths = fetch_shards(args.name, output_dir, args.num_train_shards,
-                             progress=lambda path: print(f"have {path}", flush=True))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    paths = fetch_shards(args.name, output_dir, args.num_train_shards,
+                         progress=lambda path: print(f"have {path}", flush=True))
     print(f"{len(paths)} shards in {output_dir}; train with: run_pretrain.py --data_dir {output_dir}")
     return 0
 

@@ -7,12 +7,13 @@ final name's extension stays last (matplotlib and others pick the format from it
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import OutputPathError
 
 TMP_PREFIX = ".tmp-"
 
@@ -105,10 +106,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class OutputPathError(ValueError):
-    """An output path that cannot or must not be written; the message names the flag and the fix."""
-
-
 def check_output_dir(path, flag: str, overwrite: bool = False, overwrite_flag: str = "--overwrite_output_dir") -> Path:
     """Refuse, before any work, an output directory that is a file, is not writable, or already holds
     files (unless `overwrite`): nothing a user has is replaced without being asked."""
@@ -139,18 +136,6 @@ def _check_writable(path: Path, flag: str) -> None:
         raise OutputPathError(f"{flag} {path}: {existing} is a file, not a directory; choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose a directory you can write to")
-
-
-def describe_os_error(error: OSError, where: str | os.PathLike | None = None) -> str:
-    """A filesystem error as one line for the user: which file (`where` when the error names none), what
-    happened, what to do."""
-    where = error.filename or where or "the output"
-    if error.errno == errno.ENOSPC:
-        return (f"no space left on the device while writing {where}; free some space and rerun "
-                "(files that existed before were kept)")
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied writing {where}; choose a path you can write to"
-    return f"{where}: {error.strerror or error}"
 
 
 def sweep_temporaries(directory, names=None) -> list[Path]:
@@ -186,6 +171,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["OutputPathError", "check_output_dir", "check_output_file", "describe_os_error", "sweep_temporaries",
+__all__ = ["check_output_dir", "check_output_file", "sweep_temporaries",
            "TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
            "temporary_directory", "atomic_directory", "commit_directory", "fsync_tree", "fsync_dir"]

@@ -29,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE
-from .sources import DataError, download_hellaswag
+from .errors import HellaSwagError
+from .sources import download_hellaswag
 
 STYLES = ("completion", "harness")
 TEXT_FIELDS = ("ctx", "ctx_a", "ctx_b", "activity_label")
@@ -37,10 +38,6 @@ TEXT_FIELDS = ("ctx", "ctx_a", "ctx_b", "activity_label")
 # head runs on the ending positions only. Others (final-logit softcapping, logit scales, custom code) go
 # through the model's own forward.
 HEAD_ON_HIDDEN_MODEL_TYPES = {"nanogpt2", "gpt2"}
-
-
-class HellaSwagError(DataError):
-    """Bad HellaSwag input; the message names the file (and line, or example) and what to do."""
 
 
 def _validate(example, where: str) -> dict:
@@ -201,7 +198,9 @@ def _head_chunk_rows(device) -> int:
 def ending_losses(model, ids, mask, targets, sharded: bool = False) -> torch.Tensor:
     """Per-token cross-entropy (fp32) of the positions where `mask` is set, in row-major order. `sharded`:
     the model is FSDP-wrapped (the caller knows; run_pretrain passes it)."""
-    from .modeling_nanogpt2 import real_vocab_cross_entropy  # imported here: only this function needs the model
+    from .modeling_nanogpt2 import (
+        real_vocab_cross_entropy,  # imported here: only this function needs the model
+    )
     unwrapped = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     base = getattr(unwrapped, "base_model", None)
     model_type = getattr(getattr(unwrapped, "config", None), "model_type", None)

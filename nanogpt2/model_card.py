@@ -18,7 +18,13 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .fileio import atomic_file
-from .plot import plot_run, read_metrics, read_run_config, reference_lines, training_dataset
+from .plot import (
+    plot_run,
+    read_metrics,
+    read_run_config,
+    reference_lines,
+    training_dataset,
+)
 
 PLOT_FILE = "training_curves.png"
 HELLASWAG_VALIDATION_EXAMPLES = 10_042

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from .fileio import OutputPathError, atomic_file, check_output_file, describe_os_error
-from .sources import DataError
+from .errors import DataError, OutputPathError, cli
+from .fileio import atomic_file, check_output_file
 
 # Published 124M figures (build-nanogpt's reference lines; lm-evaluation-harness for the harness style).
 GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on build-nanogpt's FineWeb-Edu validation shard
@@ -171,6 +171,7 @@ def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: b
     return output
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogpt2.plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,14 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="PNG path (default: RUN_DIR/training_curves.png)")
     parser.add_argument("--no_reference_lines", action="store_true", help="omit the GPT-2/GPT-3 124M lines")
     args = parser.parse_args(argv)
-    try:
-        path = plot_run(args.run_dir, args.output, reference_lines_shown=not args.no_reference_lines)
-    except (DataError, OutputPathError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+    path = plot_run(args.run_dir, args.output, reference_lines_shown=not args.no_reference_lines)
     print(f"wrote {path}")
     return 0
 

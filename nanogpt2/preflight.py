@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from . import fileio
+from .errors import DataError, PreflightError
 from .fileio import TMP_PREFIX
-from .sources import DataError
 
 # Settings that, changed on resume, would silently train a different run: refused.
 RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "n_head", "n_embd", "n_positions",
@@ -22,10 +22,6 @@ RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "
 # Everything else (the optimizer, schedule, evaluation, logging, saving) is allowed too.
 RESUME_IGNORED = ("resume_from_checkpoint", "overwrite_output_dir")
 RUN_FILES = ("metrics.jsonl", "config.json")
-
-
-class PreflightError(ValueError):
-    """A problem found before training; the message names the flag or file and the fix."""
 
 
 def run_contents(output_dir: Path) -> list[str]:

@@ -20,10 +20,19 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .documents import CHUNKING, Chunk, batched, check_local_file, local_chunks, token_dtype, tokenize_chunks
+from .documents import (
+    CHUNKING,
+    Chunk,
+    batched,
+    check_local_file,
+    local_chunks,
+    token_dtype,
+    tokenize_chunks,
+)
+from .errors import DataError
 from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, sweep_temporaries
 from .shards import read_header, write_shard
-from .sources import DataError, file_sha256, load_hub_text_dataset, resolve_hub_dataset
+from .sources import file_sha256, load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"

@@ -15,16 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from .fileio import describe_os_error
-from .sources import DataError, first_line, hub_offline
+from .errors import PublishError, cli, first_line
+from .sources import hub_offline
 
 # what is uploaded: the model checkpoint; never the optimizer/RNG state, nor hidden/temporary files
 EXCLUDED_DIRS = ("training_state",)
 LAST_CHECKPOINT = "last-checkpoint"  # the repository folder of --hub_strategy checkpoint (transformers' name)
-
-
-class PublishError(ValueError):
-    """Pushing cannot work or did not work; the message is one line that says what to do."""
 
 
 def check_hub_access(repo_id: str | None, private: bool = False) -> None:
@@ -113,6 +109,7 @@ def push_checkpoint(checkpoint_dir, repo_id: str, private: bool = False, commit_
                            f"retry with python -m nanogpt2.publish {root} {repo_id}") from None
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogpt2.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,29 +120,22 @@ def main(argv=None) -> int:
                                           "card (default: the checkpoint's parent directory)")
     parser.add_argument("--commit_message", help="default: 'Upload checkpoint-<step> with nanogpt2'")
     args = parser.parse_args(argv)
-    try:
-        checkpoint = check_checkpoint_dir(args.checkpoint_dir)
-        run_dir = Path(args.run_dir) if args.run_dir else checkpoint.resolve().parent
-        if args.run_dir and not (run_dir / "metrics.jsonl").is_file():
-            raise PublishError(f"--run_dir {run_dir} has no metrics.jsonl; pass the run directory that holds it")
-        check_hub_access(args.repo_id, args.private)
-        from .model_card import write_model_card
+    checkpoint = check_checkpoint_dir(args.checkpoint_dir)
+    run_dir = Path(args.run_dir) if args.run_dir else checkpoint.resolve().parent
+    if args.run_dir and not (run_dir / "metrics.jsonl").is_file():
+        raise PublishError(f"--run_dir {run_dir} has no metrics.jsonl; pass the run directory that holds it")
+    check_hub_access(args.repo_id, args.private)
+    from .model_card import write_model_card
 
+    try:
         if (run_dir / "metrics.jsonl").is_file():
             write_model_card(checkpoint, run_dir, repo_id=args.repo_id)
         elif not (checkpoint / "README.md").is_file():  # keep a card written during training
             write_model_card(checkpoint, repo_id=args.repo_id)
-        push_checkpoint(checkpoint, args.repo_id, args.private, args.commit_message)
-    except (PublishError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except json.JSONDecodeError as error:  # a damaged config.json of the run or checkpoint
-        print(f"error: could not read the run's JSON files for the model card ({error.msg}, line "
-              f"{error.lineno}); check config.json in {args.checkpoint_dir} and its run directory", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+        raise PublishError(f"could not read the run's JSON files for the model card ({error.msg}, line "
+                           f"{error.lineno}); check config.json in {args.checkpoint_dir} and its run directory") from None
+    push_checkpoint(checkpoint, args.repo_id, args.private, args.commit_message)
     print(f"pushed {checkpoint} to https://huggingface.co/{args.repo_id}")
     return 0
 

@@ -25,22 +25,19 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from .checkpoint import quiet_saves, write_model_files
+from .errors import DivergenceError, PreflightError, TrainingError
 from .fileio import atomic_write_text, commit_directory, temporary_path
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .preflight import (PreflightError, clear_previous_run, compare_resumed_settings, resume_target,
-                        sweep_unfinished_saves)
+from .preflight import (
+    clear_previous_run,
+    compare_resumed_settings,
+    resume_target,
+    sweep_unfinished_saves,
+)
 from .run_config import RunConfig
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
-class TrainingError(RuntimeError):
-    """An error of a running pretraining run (raised by the loop and by its checkpoints)."""
-
-
-class DivergenceError(TrainingError):
-    """A non-finite loss or weights: the weights of this step are not saved."""
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -97,7 +94,7 @@ class RunCheckpoints:
         self._check_resumed_run(path, state)
         saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
         if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
-            raise ValueError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
+            raise PreflightError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
                              f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
                              "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
         same_world = state["world_size"] == acc.num_processes
@@ -259,7 +256,7 @@ class RunCheckpoints:
         """An intermediate push (--hub_strategy every_save/checkpoint) runs in a thread on the main process:
         other ranks never wait on an upload (a long one would hit NCCL's timeout). A failure is retried, then
         reported; training goes on."""
-        from .publish import PublishError
+        from .errors import PublishError
 
         attempts = self.PUSH_ATTEMPTS
 

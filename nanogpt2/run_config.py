@@ -23,6 +23,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 
 from .configuration_nanogpt2 import PRESETS
+from .errors import SettingsError
 
 # metadata keys of `setting` that are checks, not argparse arguments
 CHECKS = ("at_least", "at_most", "above", "below")
@@ -206,7 +207,7 @@ SECTIONS = {"preset": "model", "data_dir": "data", "per_device_train_batch_size"
 
 
 class SettingsParser(HfArgumentParser):
-    """HfArgumentParser whose errors raise ValueError (run_pretrain.py prints them as one line), whose
+    """HfArgumentParser whose errors raise SettingsError (run_pretrain.py prints them as one line), whose
     fields may carry bound checks in their metadata, and whose --help groups the settings."""
 
     def __init__(self):
@@ -233,7 +234,7 @@ class SettingsParser(HfArgumentParser):
             self._option_string_actions[f"--{field.name}"].type = str.lower
 
     def error(self, message):
-        raise ValueError(message)
+        raise SettingsError(message)
 
 
 def build_parser() -> SettingsParser:
@@ -253,7 +254,7 @@ def _check_type(name: str, value, where: str):
             return str(value).lower()
         if value in choices:
             return value
-        raise ValueError(f"{where} {value!r} is not a choice: {', '.join(choices)}")
+        raise SettingsError(f"{where} {value!r} is not a choice: {', '.join(choices)}")
     if base is bool and isinstance(value, bool) or base is str and isinstance(value, str):
         return value
     if base is int and isinstance(value, int) and not isinstance(value, bool):
@@ -261,7 +262,7 @@ def _check_type(name: str, value, where: str):
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     expected = {bool: "true or false (unquoted)", int: "an integer", float: "a number", str: "a string"}[base]
-    raise ValueError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
+    raise SettingsError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _check_choice_and_bounds(name: str, value, where: str) -> None:
@@ -269,18 +270,18 @@ def _check_choice_and_bounds(name: str, value, where: str) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise ValueError(f"{where} {value!r} is not a choice: {', '.join(meta['choices'])}")
+        raise SettingsError(f"{where} {value!r} is not a choice: {', '.join(meta['choices'])}")
     for key, fails, words in (("at_least", lambda v, b: v < b, "at least"), ("at_most", lambda v, b: v > b, "at most"),
                               ("above", lambda v, b: v <= b, "above"), ("below", lambda v, b: v >= b, "below")):
         if key in meta and fails(value, meta[key]):
-            raise ValueError(f"{where} must be {words} {meta[key]} (got {value})")
+            raise SettingsError(f"{where} must be {words} {meta[key]} (got {value})")
 
 
 def load_config_file(path: str) -> dict:
     """{field name: (value, where)} of a YAML/JSON file, each value checked as its flag's would be."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"--config_file {path} does not exist")
+        raise SettingsError(f"--config_file {path} does not exist")
     text = file.read_text()
     try:
         if file.suffix in (".yaml", ".yml"):
@@ -291,19 +292,19 @@ def load_config_file(path: str) -> dict:
             values = json.loads(text)
     except Exception as error:  # yaml.YAMLError, json.JSONDecodeError
         detail = " ".join(str(error).split())
-        raise ValueError(f"--config_file {path} is not valid {'YAML' if file.suffix != '.json' else 'JSON'}: "
+        raise SettingsError(f"--config_file {path} is not valid {'YAML' if file.suffix != '.json' else 'JSON'}: "
                          f"{detail}") from None
     values = {} if values is None else values
     if not isinstance(values, dict):
-        raise ValueError(f"--config_file {path} must hold a mapping of setting: value, got {type(values).__name__}")
+        raise SettingsError(f"--config_file {path} must hold a mapping of setting: value, got {type(values).__name__}")
     unknown = sorted(str(key) for key in values if key not in KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; see run_pretrain.py --help")
+        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; see run_pretrain.py --help")
     checked = {}
     for key, value in values.items():
         name, where = KEYS[key], f"{path}: {key}"
         if name in checked:
-            raise ValueError(f"{path}: {key} and {checked[name][1].split(': ')[-1]} are the same setting; keep one")
+            raise SettingsError(f"{path}: {key} and {checked[name][1].split(': ')[-1]} are the same setting; keep one")
         checked[name] = (_check_type(name, value, where), where)
     return checked
 
@@ -328,11 +329,11 @@ def resolve_config(argv=None) -> RunConfig:
         defaults["total_batch_size"] = None  # derived from the accumulation once the process count is known
     if values.get("num_train_epochs") is not None:
         if "max_steps" in values:
-            raise ValueError(f"{chosen['max_steps'][1]} and {chosen['num_train_epochs'][1]} both set the length of "
+            raise SettingsError(f"{chosen['max_steps'][1]} and {chosen['num_train_epochs'][1]} both set the length of "
                              "training; pass one")
         streamed = [chosen[name][1] for name in ("streaming", "dataset_name") if values.get(name)]
         if streamed:
-            raise ValueError(f"{chosen['num_train_epochs'][1]} needs data of known size, not {' / '.join(streamed)}; "
+            raise SettingsError(f"{chosen['num_train_epochs'][1]} needs data of known size, not {' / '.join(streamed)}; "
                              "pass --max_steps")
         defaults["max_steps"] = None  # derived from the training tokens
     if values.get("n_positions") is not None and "block_size" not in values:
@@ -345,23 +346,23 @@ def resolve_config(argv=None) -> RunConfig:
 
     sources = [named(name) for name in ("data_dir", "train_file", "dataset_name") if getattr(config, name)]
     if len(sources) > 1:
-        raise ValueError(f"{' and '.join(sources)} each name training data; pass only one")
+        raise SettingsError(f"{' and '.join(sources)} each name training data; pass only one")
     if config.bf16 and config.fp16:
-        raise ValueError(f"{named('bf16')} and {named('fp16')} contradict each other; pass one")
+        raise SettingsError(f"{named('bf16')} and {named('fp16')} contradict each other; pass one")
     for flag in ("bf16", "fp16"):
         if getattr(config, flag):
             if config.mixed_precision not in ("auto", flag):
-                raise ValueError(f"{named(flag)} contradicts {named('mixed_precision')} {config.mixed_precision}")
+                raise SettingsError(f"{named(flag)} contradicts {named('mixed_precision')} {config.mixed_precision}")
             config.mixed_precision = flag
     if config.model_name_or_path:
         shaped = [named(name) for name in ("config_name", "n_layer", "n_head", "n_embd", "n_positions")
                   if getattr(config, name) is not None]
         if shaped:
-            raise ValueError(f"{', '.join(shaped)}: the model's shape comes from --model_name_or_path "
+            raise SettingsError(f"{', '.join(shaped)}: the model's shape comes from --model_name_or_path "
                              f"{config.model_name_or_path}; drop {'it' if len(shaped) == 1 else 'them'}")
     settle_batch(config, set(values), int(os.environ.get("WORLD_SIZE", "1")))
     if config.push_to_hub and not config.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (the Hub repository to create or update)")
+        raise SettingsError("--push_to_hub needs --hub_model_id USER/NAME (the Hub repository to create or update)")
     return config
 
 
@@ -388,7 +389,7 @@ def settle_batch(config: RunConfig, explicit: set, world_size: int) -> None:
             m for m in range(micro, 0, -1) if total % (m * tokens_per_sequence) == 0)
     accumulation = gradient_accumulation_steps(config, world_size)
     if config.gradient_accumulation_steps not in (None, accumulation):
-        raise ValueError(
+        raise SettingsError(
             f"--gradient_accumulation_steps {config.gradient_accumulation_steps} x --per_device_train_batch_size "
             f"{micro} x --block_size {config.block_size} x {world_size} process(es) = "
             f"{micro * tokens_per_sequence * config.gradient_accumulation_steps} tokens per step, but "
@@ -399,7 +400,7 @@ def settle_batch(config: RunConfig, explicit: set, world_size: int) -> None:
 def gradient_accumulation_steps(config: RunConfig, world_size: int) -> int:
     tokens_per_micro_step = config.per_device_train_batch_size * config.block_size * world_size
     if config.total_batch_size % tokens_per_micro_step:
-        raise ValueError(
+        raise SettingsError(
             f"--total_batch_size {config.total_batch_size} is not divisible by --per_device_train_batch_size "
             f"{config.per_device_train_batch_size} x --block_size {config.block_size} x {world_size} process(es) "
             f"= {tokens_per_micro_step}; pick sizes whose product divides it"

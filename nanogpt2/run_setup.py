@@ -11,7 +11,7 @@ from accelerate.utils import DistributedType
 
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .convert import pretrained_config
-from .preflight import PreflightError
+from .errors import PreflightError, SettingsError
 from .run_config import RunConfig
 from .sources import local_or_hub_dir
 from .tokenizer import GPT2_NAME, load_tokenizer
@@ -31,15 +31,18 @@ def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
             overrides["vocab_size"] = padded_vocab_size(tokenizer.vocab_size)
             overrides["tokenizer_vocab_size"] = tokenizer.vocab_size
             overrides["bos_token_id"] = overrides["eos_token_id"] = tokenizer.eot_token_id
-        model = NanoGPT2Config.from_preset(config.preset, **overrides)
+        try:
+            model = NanoGPT2Config.from_preset(config.preset, **overrides)
+        except ValueError as error:  # the config file is remote code: it raises plain ValueErrors
+            raise SettingsError(str(error)) from None
     if model.tokenizer_vocab_size != tokenizer.vocab_size:
         source = f"--model_name_or_path {config.model_name_or_path}" if config.model_name_or_path else (
             f"--config_name {config.config_name}" if config.config_name else "the model")
-        raise ValueError(f"{source} has a {model.tokenizer_vocab_size}-token vocabulary, the tokenizer "
+        raise SettingsError(f"{source} has a {model.tokenizer_vocab_size}-token vocabulary, the tokenizer "
                          f"{config.tokenizer_name or 'gpt2'} {tokenizer.vocab_size}; pass the tokenizer it was made "
                          "for with --tokenizer_name")
     if config.block_size > model.n_positions:
-        raise ValueError(f"--block_size {config.block_size} exceeds the model's context n_positions="
+        raise SettingsError(f"--block_size {config.block_size} exceeds the model's context n_positions="
                          f"{model.n_positions}; pass --block_size {model.n_positions} or less")
     return model
 

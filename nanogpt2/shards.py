@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .documents import token_dtype
+from .errors import DataError
 from .fileio import atomic_file
-from .sources import DataError
 
 MAGIC = b"NGPT2TOK"
 VERSION = 1

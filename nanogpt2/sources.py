@@ -11,6 +11,7 @@ import os
 import urllib.request
 from pathlib import Path
 
+from .errors import DataError, first_line
 from .fileio import atomic_write_bytes
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -22,15 +23,6 @@ HELLASWAG_URLS = {
 HELLASWAG_SHA256 = {"validation": "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"}
 OFFLINE_HINT = ("pass local files instead: prepare_fineweb.py --data_files docs.jsonl (or .parquet/.txt), "
                 "run_pretrain.py --train_file docs.jsonl")
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and what to do."""
-
-
-def first_line(error: BaseException) -> str:
-    """An exception as one line for a user message: its first non-empty line, else its type's name."""
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 # -- local facts -----------------------------------------------------------------------------------
@@ -141,7 +133,11 @@ def resolve_hub_dataset(dataset_name: str, revision: str | None = None) -> str:
         raise DataError(f"the Hub dataset {dataset_name} cannot be loaded offline (HF_HUB_OFFLINE is set); "
                         + OFFLINE_HINT)
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return HfApi().dataset_info(dataset_name, revision=revision, timeout=10).sha
@@ -205,7 +201,11 @@ def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type:
         raise DataError(f"cannot download {repo_id} offline (HF_HUB_OFFLINE is set); unset it, or copy the files "
                         f"into {local_dir} yourself")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
 
     paths = []
     for filename in filenames:

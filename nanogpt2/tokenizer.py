@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from .errors import DataError
 from .sources import file_sha256
 
 GPT2_RANKS_FILE = Path(__file__).parent / "assets" / "gpt2.tiktoken"
@@ -141,8 +142,8 @@ class TokenizerJsonTokenizer(TextTokenizer):
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
         if not file.is_file():
-            raise FileNotFoundError(f"no tokenizer.json at {path}: pass a directory made by train_tokenizer.py "
-                                    "or save_pretrained, or omit --tokenizer for GPT-2's")
+            raise DataError(f"no tokenizer.json at {path}: pass a directory made by train_tokenizer.py "
+                            "or save_pretrained, or omit --tokenizer_name for GPT-2's")
         self.path = file.parent
         self.name = str(self.path.resolve())
         self.backend = Tokenizer.from_file(str(file))
@@ -155,7 +156,7 @@ class TokenizerJsonTokenizer(TextTokenizer):
             eos = json.loads(config.read_text()).get("eos_token") if config.is_file() else None
             eot = self.backend.token_to_id(eos) if isinstance(eos, str) else None
         if eot is None:
-            raise ValueError(f"tokenizer {file} has no {ENDOFTEXT} (or eos) token to separate documents")
+            raise DataError(f"tokenizer {file} has no {ENDOFTEXT} (or eos) token to separate documents")
         self.eot_token_id = eot
 
     def encode_ordinary(self, text: str) -> list[int]:

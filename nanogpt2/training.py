@@ -25,14 +25,20 @@ from tqdm.auto import tqdm
 
 from .convert import load_pretrained
 from .data import BatchPrefetcher, build_loaders
+from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
 from .fileio import atomic_write_text
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
-from .preflight import BackgroundCheck, PreflightError, check_hellaswag, check_output_dir
+from .preflight import BackgroundCheck, check_hellaswag, check_output_dir
 from .prepare import verify_prepared
-from .run_checkpoints import DivergenceError, RunCheckpoints, TrainingError, resolve_resume
-from .run_config import RunConfig, compile_enabled, gradient_accumulation_steps, steps_for_epochs
+from .run_checkpoints import RunCheckpoints, resolve_resume
+from .run_config import (
+    RunConfig,
+    compile_enabled,
+    gradient_accumulation_steps,
+    steps_for_epochs,
+)
 from .run_setup import build_accelerator, model_config, run_tokenizer
 
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
@@ -52,14 +58,6 @@ TRACKER_NAMES = {
 def tracker_values(record: dict) -> dict:
     """A metrics.jsonl record as grouped tracker scalars (its step goes to the tracker's own step)."""
     return {TRACKER_NAMES[key]: value for key, value in record.items() if key in TRACKER_NAMES}
-
-
-class TrainingInterrupted(TrainingError):
-    """SIGTERM or Ctrl-C: a checkpoint was saved at the step boundary; the exit code is 128 + the signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 class StopSignals:

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
-from nanogpt2.flops import flops_per_token, mfu, model_flops_per_token, non_embedding_parameters
+from nanogpt2.flops import (
+    flops_per_token,
+    mfu,
+    model_flops_per_token,
+    non_embedding_parameters,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt2.data import BatchPrefetcher, StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from nanogpt2.data import (
+    BatchPrefetcher,
+    StreamingTrainLoader,
+    TrainLoader,
+    ValidationLoader,
+    open_token_shards,
+)
 from nanogpt2.documents import tokenize_files
-from nanogpt2.sources import DataError, load_hub_text_dataset
+from nanogpt2.errors import DataError
 from nanogpt2.prepare import Source, prepare_shards
+from nanogpt2.sources import load_hub_text_dataset
 from nanogpt2.tokenizer import load_tokenizer
 
 
@@ -210,7 +217,7 @@ def test_streaming_loader_ranks_read_disjoint_documents(small_jsonl):
 
 
 def test_first_line_of_an_error_for_messages():
-    from nanogpt2.sources import first_line
+    from nanogpt2.errors import first_line
 
     assert first_line(ValueError("\n  503 Service Unavailable\nbody ...")) == "503 Service Unavailable"
     assert first_line(OSError()) == "OSError"  # an empty message: the type, never an IndexError

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_pretrain import SMALL, pretrain_in_process, train_losses
 
 from nanogpt2.data import open_token_shards
+from nanogpt2.errors import DataError
 from nanogpt2.fetch_shards import SHARD_SETS, fetch_shards, shard_filenames
 from nanogpt2.shards import open_shard, shard_format
-from nanogpt2.sources import DataError
 from nanogpt2.tokenizer import load_tokenizer
-
-from test_pretrain import SMALL, pretrain_in_process, train_losses
 
 EOT = 50256
 

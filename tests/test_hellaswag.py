@@ -12,11 +12,17 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from eval_hellaswag import PREDICTION_FIELDS, load_model_and_tokenizer
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
-from eval_hellaswag import PREDICTION_FIELDS, load_model_and_tokenizer
-from nanogpt2.hellaswag import HellaSwagError, evaluate_hellaswag, harness_preprocess, load_hellaswag, render_example
-from nanogpt2.sources import HELLASWAG_SHA256, DataError, verify_sha256
+from nanogpt2.errors import ConversionError, DataError, HellaSwagError
+from nanogpt2.hellaswag import (
+    evaluate_hellaswag,
+    harness_preprocess,
+    load_hellaswag,
+    render_example,
+)
+from nanogpt2.sources import HELLASWAG_SHA256, verify_sha256
 from nanogpt2.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,11 +275,11 @@ def test_model_path_that_does_not_exist(model_path):
 
 
 def test_directory_without_safetensors_weights(tmp_path):
-    with pytest.raises(HellaSwagError, match=f"no \\*.safetensors weights in --model {tmp_path}; pass a checkpoint"):
+    with pytest.raises(ConversionError, match=f"no \\*.safetensors weights in --model {tmp_path}; pass a checkpoint"):
         load_model_and_tokenizer(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"never unpickled")
-    with pytest.raises(HellaSwagError, match=rf"--model {tmp_path} holds only pickle weights \(pytorch_model.bin\), "
+    with pytest.raises(ConversionError, match=rf"--model {tmp_path} holds only pickle weights \(pytorch_model.bin\), "
                                              "refused as unsafe"):
         load_model_and_tokenizer(str(tmp_path))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nanogpt2.data import open_token_shards
-from nanogpt2.sources import DataError
+from nanogpt2.errors import DataError
 from nanogpt2.prepare import MANIFEST, Source, prepare_shards
 from nanogpt2.shards import HEADER_SIZE, open_shard, read_header, write_shard
 from nanogpt2.tokenizer import load_tokenizer

@@ -243,7 +243,7 @@ def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_f
 
 
 def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, tinyshakespeare_file):
-    from nanogpt2.data import DataError
+    from nanogpt2.errors import DataError
     from nanogpt2.sources import download_tiny_shakespeare
 
     monkeypatch.setenv("NANOGPT2_CACHE", str(tmp_path / "cache"))

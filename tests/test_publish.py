@@ -15,10 +15,14 @@ import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
-from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+from huggingface_hub.repocard_data import (
+    eval_results_to_model_index,
+    model_index_to_eval_results,
+)
 
+from nanogpt2.errors import PublishError
 from nanogpt2.model_card import write_model_card
-from nanogpt2.publish import PublishError, check_hub_access, files_to_upload, push_checkpoint
+from nanogpt2.publish import check_hub_access, files_to_upload, push_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -286,7 +290,11 @@ def test_lm_evaluation_harness_loglikelihoods_equal_ours(run, hellaswag_file):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM
 
-    from nanogpt2.hellaswag import evaluate_hellaswag, harness_preprocess, load_hellaswag
+    from nanogpt2.hellaswag import (
+        evaluate_hellaswag,
+        harness_preprocess,
+        load_hellaswag,
+    )
     from nanogpt2.tokenizer import load_tokenizer
 
     checkpoint = str(run / f"checkpoint-{STEPS}")

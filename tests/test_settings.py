@@ -2,7 +2,6 @@
 aliases, flags > --config_file > preset > recipe, the same checks for file values as for flags, the batch
 arithmetic, precision from `accelerate launch`, and starting from pretrained weights."""
 
-import dataclasses
 import importlib.util
 import typing
 
@@ -10,7 +9,13 @@ import pytest
 import torch
 from user_errors import REPO, assert_user_error, run_cli, snapshot
 
-from nanogpt2.run_config import FIELDS, TYPES, build_parser, resolve_config, steps_for_epochs
+from nanogpt2.run_config import (
+    FIELDS,
+    TYPES,
+    build_parser,
+    resolve_config,
+    steps_for_epochs,
+)
 
 
 def main_in_process(args, capsys) -> tuple[int, str]:

@@ -8,6 +8,7 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from transformers import AutoTokenizer
 
+from nanogpt2.errors import DataError
 from nanogpt2.tokenizer import GPT2_PATTERN, gpt2_hf_tokenizer, load_tokenizer
 
 
@@ -65,5 +66,5 @@ def test_saved_hf_tokenizer_files(tmp_path):
 
 
 def test_missing_tokenizer_path_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    with pytest.raises(DataError, match="tokenizer.json"):
         load_tokenizer(tmp_path / "nope")

@@ -14,6 +14,7 @@ from nanogpt2.tokenizer import GPT2_PATTERN, load_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train_tokenizer  # noqa: E402
+
 FIXTURES = REPO / "tests" / "fixtures" / "tokenization"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # tiny models, busy CPUs
 
@@ -80,7 +81,7 @@ def test_trained_tokenizer_through_prepare_and_pretraining(shakespeare_tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nanogpt2.data import open_token_shards
-    from nanogpt2.sources import DataError
+    from nanogpt2.errors import DataError
 
     data = tmp_path / "data"
     prepare = run("prepare_fineweb.py", "--data_files", english_mix_file, "--tokenizer", shakespeare_tokenizer,

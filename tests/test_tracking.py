@@ -5,18 +5,23 @@ import glob
 import importlib.util
 import json
 import time
-from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-
-from nanogpt2.model_card import build_model_card
-from nanogpt2.plot import (FINEWEB_EDU, example_counts, plot_run, reference_lines, short_count, smoothed,
-                           training_dataset)
-from nanogpt2.sources import DataError
-from nanogpt2.training import TRACKER_NAMES, tracker_values
-
 from test_pretrain import SMALL, pretrain_in_process
+
+from nanogpt2.errors import DataError
+from nanogpt2.model_card import build_model_card
+from nanogpt2.plot import (
+    FINEWEB_EDU,
+    example_counts,
+    plot_run,
+    reference_lines,
+    short_count,
+    smoothed,
+    training_dataset,
+)
+from nanogpt2.training import TRACKER_NAMES, tracker_values
 
 RUN = [a for a in SMALL if a not in ("--report_to", "none")] + ["--skip_hellaswag", "--max_steps", 4]
 

@@ -19,10 +19,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from user_errors import (
+    REPO,
+    assert_user_error,
+    error_line,
+    run_cli,
+    run_in_process,
+    snapshot,
+)
 
 from nanogpt2.convert import convert_from_gpt2
 from nanogpt2.prepare import MANIFEST, Source, prepare_shards
-from user_errors import REPO, assert_user_error, error_line, run_cli, run_in_process, snapshot
 
 CONVERT = ["-m", "nanogpt2.convert"]
 PUBLISH = ["-m", "nanogpt2.publish"]

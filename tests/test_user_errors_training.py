@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_pretrain import REPO, SMALL, train_losses
 from user_errors import assert_user_error, snapshot
 
