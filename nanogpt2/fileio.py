@@ -2,18 +2,20 @@
 
 One temporary-name convention for the whole package: `.tmp-[<unique>-]<final name>`, hidden and beside
 the target, so a sweep of `.tmp-*` finds whatever a kill left behind, `publish` never uploads it, and the
-final name's extension stays last (matplotlib and others pick the format from it).
+final name's extension stays last (matplotlib and others pick the format from it). Also the output-path
+checks made before any work, and a file's sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputPathError
+from .errors import DataError, OutputPathError
 
 TMP_PREFIX = ".tmp-"
 
@@ -138,6 +140,22 @@ def _check_writable(path: Path, flag: str) -> None:
         raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose a directory you can write to")
 
 
+def file_sha256(path) -> str:
+    """The hex sha256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path, expected: str, what: str) -> None:
+    digest = file_sha256(path)
+    if digest != expected:
+        raise DataError(f"{path} has sha256 {digest}, expected {expected}: the file is corrupt or not the "
+                        f"official {what}; delete it to download again")
+
+
 def sweep_temporaries(directory, names=None) -> list[Path]:
     """Remove the `.tmp-<pid>-...` files and directories that killed runs left in `directory` (the process
     that made one is gone); with `names`, only the temporaries of those final names. Returns what went."""
@@ -171,6 +189,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["check_output_dir", "check_output_file", "sweep_temporaries",
+__all__ = ["check_output_dir", "check_output_file", "file_sha256", "verify_sha256", "sweep_temporaries",
            "TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
            "temporary_directory", "atomic_directory", "commit_directory", "fsync_tree", "fsync_dir"]

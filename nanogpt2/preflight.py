@@ -1,7 +1,7 @@
 """What run_pretrain.py checks before step 1, so that no problem is found only after hours of training:
 the run directory (writable, not mixed with another run), the resume target and what changed since,
 HellaSwag, and the shards' sha256 against their manifest. Data size, validation split, tracker and Hub
-access are checked where they are built (data.build_loaders, run_setup.build_accelerator,
+access are checked where they are built (run_setup.build_loaders, run_setup.build_accelerator,
 publish.check_hub_access), also before step 1. Every failure is one message naming the flag or file."""
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ from .documents import (
     tokenize_chunks,
 )
 from .errors import DataError
-from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, sweep_temporaries
+from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, file_sha256, sweep_temporaries
 from .shards import read_header, write_shard
-from .sources import file_sha256, load_hub_text_dataset, resolve_hub_dataset
+from .sources import load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"

@@ -1,19 +1,24 @@
 """What a run is built from, before its loop starts: the Accelerator (device, precision, trackers, DDP
-and FSDP settings), the tokenizer and the model's architecture, each from run_pretrain.py's settings."""
+and FSDP settings), the tokenizer, the model's architecture and the data loaders, each from run_pretrain.py's
+settings (the loaders themselves, in data.py, know no settings)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import DistributedType
 
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .convert import pretrained_config
-from .errors import PreflightError, SettingsError
+from .data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from .documents import tokenize_documents, tokenize_files
+from .errors import DataError, PreflightError, SettingsError
 from .run_config import RunConfig
-from .sources import local_or_hub_dir
+from .sources import download_tiny_shakespeare, load_hub_text_dataset, local_or_hub_dir
 from .tokenizer import GPT2_NAME, load_tokenizer
 
 
@@ -112,3 +117,80 @@ def enable_fsdp_on_cpu(accelerator) -> None:
         raise PreflightError("FSDP on CPU needs fsdp_version: 2 in the accelerate config")
     accelerator.state.fsdp_plugin = plugin
     accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def build_loaders(config: RunConfig, tokenizer, rank: int = 0, world_size: int = 1):
+    """(train loader, validation loader) for one rank, from --data_dir shards, --train_file/--validation_file,
+    --dataset_name or --streaming, or (preset tiny) Tiny Shakespeare. Token ids are below the model's
+    vocabulary: text is tokenized here, shards are checked on opening."""
+    if config.dataset_name or config.streaming:
+        train, validation_arrays = _streaming_data(config, tokenizer, rank, world_size)
+    else:
+        train_arrays, validation_arrays = _token_arrays(config, tokenizer)
+        with _naming(_data_flag(config)):
+            train = TrainLoader(train_arrays, config.per_device_train_batch_size, config.block_size, rank, world_size,
+                                config.seed, eot_token_id=tokenizer.eot_token_id)
+    validation_batches = max(1, config.eval_tokens // (config.per_device_train_batch_size * config.block_size))
+    with _naming(f"--validation_file {config.validation_file}" if config.validation_file else
+                 f"the val shards of {_data_flag(config)}" if config.data_dir else
+                 f"--validation_split_percentage {config.validation_split_percentage} of {_data_flag(config)}"):
+        validation = ValidationLoader(validation_arrays, config.per_device_train_batch_size, config.block_size,
+                                      validation_batches, rank, world_size)
+    return train, validation
+
+
+def _data_flag(config: RunConfig) -> str:
+    for name in ("data_dir", "train_file", "dataset_name"):
+        if getattr(config, name):
+            return f"--{name} {getattr(config, name)}"
+    return "Tiny Shakespeare"
+
+
+@contextlib.contextmanager
+def _naming(what: str):
+    """A loader's size error, prefixed with the flag (and file) the data came from."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{what}: {error}") from None
+
+
+def _token_arrays(config: RunConfig, tokenizer):
+    """(train arrays, validation arrays) from --data_dir, --train_file/--validation_file or (tiny) Tiny Shakespeare."""
+    if config.data_dir:
+        return (open_token_shards(config.data_dir, "train", tokenizer=tokenizer),
+                open_token_shards(config.data_dir, "val", tokenizer=tokenizer))
+    train_file = config.train_file
+    if train_file is None:
+        if config.preset != "tiny":
+            raise DataError("no training data: pass --data_dir (prepare_fineweb.py shards), --train_file or "
+                            "--dataset_name")
+        train_file = download_tiny_shakespeare()
+    train = tokenize_files(train_file, tokenizer, config.text_column)
+    if config.validation_file:
+        return [train], [tokenize_files(config.validation_file, tokenizer, config.text_column)]
+    split = int(len(train) * (1 - config.validation_split_percentage / 100))
+    return [train[:split]], [train[split:]]
+
+
+def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
+    """--dataset_name or --streaming --train_file: documents tokenized on the fly. Validation is
+    --validation_file, or else the stream's first documents (eval_tokens of them), which training skips."""
+    if not (config.dataset_name or config.train_file):
+        raise DataError("--streaming needs --dataset_name (Hub) or --train_file (local .jsonl/.parquet/.txt)")
+    stream = load_hub_text_dataset(config.dataset_name, config.dataset_config_name, "train", streaming=True,
+                                   data_files=None if config.dataset_name else [config.train_file])
+    if config.validation_file:
+        validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
+    else:
+        pieces, tokens = [], 0  # each document tokenized once, as it is taken
+        for row in stream:
+            pieces.append(tokenize_documents([row[config.text_column]], tokenizer))
+            tokens += len(pieces[-1])
+            if tokens > config.eval_tokens:
+                break
+        stream = stream.skip(len(pieces))
+        validation_tokens = np.concatenate(pieces) if pieces else tokenize_documents([], tokenizer)
+    train = StreamingTrainLoader(stream, tokenizer, config.per_device_train_batch_size, config.block_size, rank, world_size,
+                                 config.seed, config.text_column)
+    return train, [validation_tokens]

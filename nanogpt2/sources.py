@@ -1,6 +1,6 @@
 """Where data comes from: Hub and local datasets, and the two files nanogpt2 downloads itself.
 
-The package's cache directory, the one offline check, "Hub id or local path?", sha256 of a file and the
+The package's cache directory, the one offline check, "Hub id or local path?" and the
 verified download (URL + sha256 + cache) all live here, so every other module asks this one.
 """
 
@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import DataError, first_line
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, verify_sha256
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # 1,115,394 bytes
@@ -51,21 +51,6 @@ def looks_like_local_path(name_or_path: str) -> bool:
     is meant as a local path."""
     return (Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~"))
             or name_or_path.count("/") > 1)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path, expected: str, what: str) -> None:
-    digest = file_sha256(path)
-    if digest != expected:
-        raise DataError(f"{path} has sha256 {digest}, expected {expected}: the file is corrupt or not the "
-                        f"official {what}; delete it to download again")
 
 
 # -- verified downloads -----------------------------------------------------------------------------

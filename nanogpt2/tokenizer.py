@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .errors import DataError
-from .sources import file_sha256
+from .fileio import file_sha256
 
 GPT2_RANKS_FILE = Path(__file__).parent / "assets" / "gpt2.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"

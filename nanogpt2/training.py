@@ -24,7 +24,7 @@ from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
 from .convert import load_pretrained
-from .data import BatchPrefetcher, build_loaders
+from .data import BatchPrefetcher
 from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
 from .fileio import atomic_write_text
 from .flops import device_peak_flops, mfu, model_flops_per_token
@@ -39,7 +39,7 @@ from .run_config import (
     gradient_accumulation_steps,
     steps_for_epochs,
 )
-from .run_setup import build_accelerator, model_config, run_tokenizer
+from .run_setup import build_accelerator, build_loaders, model_config, run_tokenizer
 
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
 # (and always before the first checkpoint).

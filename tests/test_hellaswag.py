@@ -16,13 +16,14 @@ from eval_hellaswag import PREDICTION_FIELDS, load_model_and_tokenizer
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
 from nanogpt2.errors import ConversionError, DataError, HellaSwagError
+from nanogpt2.fileio import verify_sha256
 from nanogpt2.hellaswag import (
     evaluate_hellaswag,
     harness_preprocess,
     load_hellaswag,
     render_example,
 )
-from nanogpt2.sources import HELLASWAG_SHA256, verify_sha256
+from nanogpt2.sources import HELLASWAG_SHA256
 from nanogpt2.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
