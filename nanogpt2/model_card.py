@@ -16,15 +16,11 @@ import json
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers.utils import CONFIG_NAME
 
 from .fileio import atomic_file
-from .plot import (
-    plot_run,
-    read_metrics,
-    read_run_config,
-    reference_lines,
-    training_dataset,
-)
+from .plot import plot_run, reference_lines, training_dataset
+from .run_dir import checkpoint_step, has_metrics, read_metrics, read_run_config, read_trainer_state
 
 PLOT_FILE = "training_curves.png"
 HELLASWAG_VALIDATION_EXAMPLES = 10_042
@@ -62,17 +58,16 @@ def _base_names(value):
 def read_card_facts(checkpoint_dir: Path, final_dir: Path, run_dir: Path | None, repo_id: str | None,
                     step: int | None, tokens: int | None) -> CardFacts:
     config = read_run_config(run_dir) if run_dir else {}
-    metrics = read_metrics(run_dir) if run_dir and (run_dir / "metrics.jsonl").is_file() else []
-    if step is None and final_dir.name.startswith("checkpoint-"):
-        step = int(final_dir.name.removeprefix("checkpoint-"))
+    metrics = read_metrics(run_dir) if run_dir and has_metrics(run_dir) else []
+    if step is None:
+        step = checkpoint_step(final_dir)
     metrics = [m for m in metrics if step is None or m["step"] <= step]
     train = [m for m in metrics if "train_loss" in m]
     evals = [m for m in metrics if "val_loss" in m]
     # each record's tokens since the previous one, at its measured throughput
     seconds = sum((m["tokens"] - (train[i - 1]["tokens"] if i else 0)) / m["tokens_per_sec"]
                   for i, m in enumerate(train) if m.get("tokens_per_sec"))
-    state_file = checkpoint_dir / "training_state" / "trainer_state.json"
-    hardware = json.loads(state_file.read_text()).get("hardware") if state_file.is_file() else None
+    hardware = (read_trainer_state(checkpoint_dir) or {}).get("hardware")
     dataset = training_dataset(config)
     files = _base_names(config.get("train_file")) or []
     data_label = dataset or ", ".join([files] if isinstance(files, str) else files) or (
@@ -80,7 +75,7 @@ def read_card_facts(checkpoint_dir: Path, final_dir: Path, run_dir: Path | None,
     name = repo_id.split("/")[-1] if repo_id else (run_dir.name if run_dir else final_dir.name)
     return CardFacts(
         name=name, load_id=repo_id or f"path/to/{final_dir.name}",
-        model_config=json.loads((checkpoint_dir / "config.json").read_text()), run_config=config, train=train,
+        model_config=json.loads((checkpoint_dir / CONFIG_NAME).read_text()), run_config=config, train=train,
         last_eval=evals[-1] if evals else {}, step=step,
         tokens=tokens if tokens is not None else (train[-1]["tokens"] if train else None), seconds=seconds,
         hardware=hardware, dataset=dataset, data_label=data_label)

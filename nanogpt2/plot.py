@@ -8,12 +8,12 @@ run's scoring style.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .errors import DataError, OutputPathError, cli
+from .errors import OutputPathError, cli
 from .fileio import atomic_file, check_output_file
+from .run_dir import read_metrics, read_run_config
 
 # Published 124M figures (build-nanogpt's reference lines; lm-evaluation-harness for the harness style).
 GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on build-nanogpt's FineWeb-Edu validation shard
@@ -88,36 +88,6 @@ def example_counts(records: list[dict]) -> str:
     if counts[-1] != counts[0]:
         return f" ({counts[0]:,} examples, the last {counts[-1]:,})"
     return f" ({counts[0]:,} examples)"
-
-
-def read_run_config(run_dir) -> dict:
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl. A last line cut short (a run killed while writing it) is
-    left out; any other line that is not a JSON object is an error naming the file and line."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: pass a run directory written by run_pretrain.py")
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            if number == len(lines) and not data.endswith(b"\n"):
-                break  # the unfinished last line of a killed run
-            raise DataError(f"{path}:{number}: not a JSON line ({getattr(error, 'msg', 'not UTF-8')}); "
-                            "fix or delete that line") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: not a JSON object; fix or delete that line")
-        records.append(record)
-    return records
 
 
 def plot_run(run_dir, output: str | Path | None = None, reference_lines_shown: bool = True) -> Path:

@@ -6,13 +6,12 @@ publish.check_hub_access), also before step 1. Every failure is one message nami
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
 from . import fileio
 from .errors import DataError, PreflightError
-from .fileio import TMP_PREFIX
+from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
 
 # Settings that, changed on resume, would silently train a different run: refused.
 RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "n_head", "n_embd", "n_positions",
@@ -21,17 +20,6 @@ RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "
 # Settings that, changed on resume, only change the rest of the run: allowed, reported and recorded.
 # Everything else (the optimizer, schedule, evaluation, logging, saving) is allowed too.
 RESUME_IGNORED = ("resume_from_checkpoint", "overwrite_output_dir")
-RUN_FILES = ("metrics.jsonl", "config.json")
-
-
-def run_contents(output_dir: Path) -> list[str]:
-    """What of a previous run `output_dir` holds: checkpoint directories and metrics.jsonl. A config.json
-    alone (a run stopped before its first step) is not a run: a fresh run replaces it."""
-    if not output_dir.is_dir():
-        return []
-    return sorted(p.name for p in output_dir.iterdir()
-                  if (p.name.startswith("checkpoint-") and p.is_dir())
-                  or (p.name == "metrics.jsonl" and p.is_file() and p.stat().st_size > 0))
 
 
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
@@ -44,36 +32,6 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
         raise PreflightError(f"--output_dir {output_dir} already holds a run ({shown}); continue it with "
                              "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes its "
                              "checkpoints and metrics), or pass another --output_dir")
-
-
-def clear_previous_run(output_dir: Path) -> list[str]:
-    """--overwrite_output_dir on a fresh run: the previous run's checkpoints and metrics go, so that two
-    runs are never mixed; other files (notes, a tracker's logs) stay."""
-    removed = sorted({*run_contents(output_dir), *(name for name in RUN_FILES if (output_dir / name).is_file())})
-    for name in removed:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    return removed
-
-
-def resume_target(resume_from_checkpoint: str | None, output_dir: Path, checkpoints: list) -> Path | None:
-    if not resume_from_checkpoint:
-        return None
-    if resume_from_checkpoint == "latest":
-        if not checkpoints:
-            fix = ("start over with --overwrite_output_dir (its metrics.jsonl is from steps before the first save)"
-                   if run_contents(output_dir) else "drop --resume_from_checkpoint to start a fresh run")
-            raise PreflightError(f"--resume_from_checkpoint latest: --output_dir {output_dir} holds no "
-                                 f"checkpoint-<step> to resume; {fix}")
-        return checkpoints[-1][1]
-    path = Path(resume_from_checkpoint)
-    if not (path / "training_state" / "trainer_state.json").is_file():
-        raise PreflightError(f"--resume_from_checkpoint {path} is not a checkpoint with training state "
-                             "(expected checkpoint-<step>/training_state/trainer_state.json)")
-    return path
 
 
 def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
@@ -89,7 +47,7 @@ def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
             changed[key] = {"was": saved[key], "now": value}
     if refused:
         raise PreflightError(f"--resume_from_checkpoint {checkpoint}: " + "; ".join(refused) + ". Resume with the "
-                             "checkpoint's settings (run_config in its training_state/trainer_state.json), or start "
+                             f"checkpoint's settings (run_config in its {TRAINING_STATE}/{TRAINER_STATE}), or start "
                              "a new run in another --output_dir")
     return changed
 
@@ -138,10 +96,4 @@ class BackgroundCheck:
         return self._error if self.done() else None
 
 
-def sweep_unfinished_saves(output_dir: Path) -> None:
-    for unfinished in output_dir.glob(f"{TMP_PREFIX}checkpoint-*"):
-        shutil.rmtree(unfinished, ignore_errors=True)
-
-
-__all__ = ["PreflightError", "check_output_dir", "clear_previous_run", "resume_target", "compare_resumed_settings",
-           "check_hellaswag", "BackgroundCheck", "sweep_unfinished_saves", "run_contents"]
+__all__ = ["check_output_dir", "compare_resumed_settings", "check_hellaswag", "BackgroundCheck"]

@@ -15,11 +15,14 @@ import json
 import sys
 from pathlib import Path
 
+from transformers.utils import CONFIG_NAME
+
 from .errors import PublishError, cli, first_line
+from .run_dir import METRICS, TRAINING_STATE, has_metrics
 from .sources import hub_offline
 
 # what is uploaded: the model checkpoint; never the optimizer/RNG state, nor hidden/temporary files
-EXCLUDED_DIRS = ("training_state",)
+EXCLUDED_DIRS = (TRAINING_STATE,)
 LAST_CHECKPOINT = "last-checkpoint"  # the repository folder of --hub_strategy checkpoint (transformers' name)
 
 
@@ -78,7 +81,7 @@ def check_checkpoint_dir(checkpoint_dir) -> Path:
     if not root.is_dir():
         raise PublishError(f"checkpoint directory {root} does not exist; pass a checkpoint-<step> directory "
                            "written by run_pretrain.py")
-    if not (root / "config.json").is_file() or not list(root.glob("*.safetensors")):
+    if not (root / CONFIG_NAME).is_file() or not list(root.glob("*.safetensors")):
         raise PublishError(f"{root} is not a model checkpoint (needs config.json and *.safetensors); pass a "
                            "checkpoint-<step> directory written by run_pretrain.py")
     return root
@@ -122,13 +125,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     checkpoint = check_checkpoint_dir(args.checkpoint_dir)
     run_dir = Path(args.run_dir) if args.run_dir else checkpoint.resolve().parent
-    if args.run_dir and not (run_dir / "metrics.jsonl").is_file():
-        raise PublishError(f"--run_dir {run_dir} has no metrics.jsonl; pass the run directory that holds it")
+    if args.run_dir and not has_metrics(run_dir):
+        raise PublishError(f"--run_dir {run_dir} has no {METRICS}; pass the run directory that holds it")
     check_hub_access(args.repo_id, args.private)
     from .model_card import write_model_card
 
     try:
-        if (run_dir / "metrics.jsonl").is_file():
+        if has_metrics(run_dir):
             write_model_card(checkpoint, run_dir, repo_id=args.repo_id)
         elif not (checkpoint / "README.md").is_file():  # keep a card written during training
             write_model_card(checkpoint, repo_id=args.repo_id)

@@ -13,7 +13,6 @@ import dataclasses
 import errno
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -23,35 +22,27 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
+from transformers.utils import CONFIG_NAME
 
 from .checkpoint import quiet_saves, write_model_files
 from .errors import DivergenceError, PreflightError, TrainingError
-from .fileio import atomic_write_text, commit_directory, temporary_path
+from .fileio import commit_directory, temporary_path
 from .model_card import write_model_card
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .preflight import (
-    clear_previous_run,
-    compare_resumed_settings,
-    resume_target,
-    sweep_unfinished_saves,
-)
+from .preflight import compare_resumed_settings
 from .run_config import RunConfig
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (a checkpoint directory appears only by its final rename), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
-def resolve_resume(config: RunConfig) -> Path | None:
-    """The checkpoint --resume_from_checkpoint names; `latest` with no checkpoint is an error, never a fresh start."""
-    output_dir = Path(config.output_dir)
-    return resume_target(config.resume_from_checkpoint, output_dir, list_checkpoints(output_dir))
+from .run_dir import (
+    checkpoint_dir,
+    clear_previous_run,
+    data_state_file,
+    list_checkpoints,
+    read_run_config,
+    read_trainer_state,
+    sweep_unfinished_saves,
+    trainer_state_file,
+    training_state_dir,
+    write_run_config,
+)
 
 
 def describe_hardware(accelerator) -> str:
@@ -79,7 +70,7 @@ class RunCheckpoints:
         self.uploading: set[Path] = set()  # checkpoints rotation must not delete yet
 
     def directory(self, step: int) -> Path:
-        return self.output_dir / f"checkpoint-{step}"
+        return checkpoint_dir(self.output_dir, step)
 
     # -- resuming ----------------------------------------------------------------------------------
     def load(self) -> tuple[int, int]:
@@ -89,8 +80,8 @@ class RunCheckpoints:
         all ranks of TrainLoader are at the same step). RNG states exist only for the saved ranks, so
         dropout masks differ from the uninterrupted run then."""
         acc, path = self.accelerator, self.resumed_from
-        training_state = path / "training_state"
-        state = json.loads((training_state / "trainer_state.json").read_text())
+        training_state = training_state_dir(path)
+        state = read_trainer_state(path)
         self._check_resumed_run(path, state)
         saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
         if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
@@ -98,7 +89,7 @@ class RunCheckpoints:
                              f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
                              "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
         same_world = state["world_size"] == acc.num_processes
-        data_file = training_state / f"data_rank{acc.process_index if same_world else 0}.json"
+        data_file = data_state_file(path, acc.process_index if same_world else 0)
         self.train_loader.load_state_dict(json.loads(data_file.read_text()))  # checks the new world size first
         acc.load_state(str(training_state))
         if state["world_size"] != acc.num_processes and acc.is_main_process:
@@ -109,7 +100,8 @@ class RunCheckpoints:
     def _check_resumed_run(self, path: Path, state: dict) -> None:
         """Refuse a resume that would silently become another run (model shape, tokenizer, batch geometry,
         data); report and record allowed changes (learning rate, schedule, evaluation, ...)."""
-        saved_model = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        model_file = path / CONFIG_NAME
+        saved_model = json.loads(model_file.read_text()) if model_file.is_file() else {}
         current_model = self.model_config.to_dict()
         shape = [f"{key} was {saved_model[key]}, now {current_model.get(key)}"
                  for key in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
@@ -142,12 +134,12 @@ class RunCheckpoints:
                 if removed:
                     print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}",
                           file=sys.stderr)
-            elif (self.output_dir / "config.json").is_file():
-                history = json.loads((self.output_dir / "config.json").read_text()).get("resumes", [])
+            else:
+                history = read_run_config(self.output_dir).get("resumes", [])
             if self.resume_record is not None:
                 history.append(self.resume_record)
             record = {**dataclasses.asdict(self.config), "resumes": history}
-            atomic_write_text(self.output_dir / "config.json", json.dumps(record, indent=2))
+            write_run_config(self.output_dir, record)
         acc.wait_for_everyone()
 
     # -- saving ------------------------------------------------------------------------------------
@@ -198,16 +190,16 @@ class RunCheckpoints:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         with quiet_saves():
-            acc.save_state(str(tmp / "training_state"))
+            acc.save_state(str(training_state_dir(tmp)))
         state = {"step": step, "tokens_seen": tokens_seen, "world_size": acc.num_processes,
                  "hardware": describe_hardware(acc), "run_config": dataclasses.asdict(self.config)}
-        (tmp / "training_state" / f"data_rank{acc.process_index}.json").write_text(
+        data_state_file(tmp, acc.process_index).write_text(
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
         if acc.is_main_process:
             model, model_state = self.model_for_saving(model_state)
             write_model_files(model, tmp, self.tokenizer, state_dict=model_state)
-            (tmp / "training_state" / "trainer_state.json").write_text(json.dumps(state))
+            trainer_state_file(tmp).write_text(json.dumps(state))
             write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=step,
                              tokens=tokens_seen, final_dir=final)
         acc.wait_for_everyone()

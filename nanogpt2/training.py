@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -26,19 +25,19 @@ from tqdm.auto import tqdm
 from .convert import load_pretrained
 from .data import BatchPrefetcher
 from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
-from .fileio import atomic_write_text
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
 from .preflight import BackgroundCheck, check_hellaswag, check_output_dir
 from .prepare import verify_prepared
-from .run_checkpoints import RunCheckpoints, resolve_resume
+from .run_checkpoints import RunCheckpoints
 from .run_config import (
     RunConfig,
     compile_enabled,
     gradient_accumulation_steps,
     steps_for_epochs,
 )
+from .run_dir import MetricsLog, resume_target
 from .run_setup import build_accelerator, build_loaders, model_config, run_tokenizer
 
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
@@ -89,21 +88,6 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-class MetricsLog:
-    """<output_dir>/metrics.jsonl, one JSON object per line; on resume the lines after the checkpoint go."""
-
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
-        self.path, self.enabled = path, enabled
-        if enabled and resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 class PretrainingLoop:
     """The loop of run_pretrain.py (not a `transformers.Trainer`: no callbacks, no compute_metrics); its
     settings borrow TrainingArguments' names and meanings."""
@@ -116,7 +100,7 @@ class PretrainingLoop:
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
         # Cheap checks first, each before anything is written or downloaded.
-        resume = resolve_resume(config)
+        resume = resume_target(config.resume_from_checkpoint, self.output_dir)
         check_output_dir(self.output_dir, resuming=resume is not None, overwrite=config.overwrite_output_dir)
         if config.save_total_limit is not None and config.save_total_limit < 1:
             raise PreflightError(f"--save_total_limit must be at least 1 (got {config.save_total_limit}): the newest "
@@ -157,7 +141,7 @@ class PretrainingLoop:
         if resume is not None:
             self.step, self.tokens_seen = self.checkpoints.load()
         self.checkpoints.prepare_output_dir()
-        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", acc.is_main_process,
+        self.metrics = MetricsLog(self.output_dir, acc.is_main_process,
                                   self.step if resume is not None else None)
         if config.report_to != "none":
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
