@@ -43,7 +43,8 @@ BUILD_NANOGPT = REPO / "third_party" / "build-nanogpt" / "train_gpt2.py"
 
 # Sizes per mode. CPU mode keeps every phase to seconds (CI runs it).
 SETTINGS = {
-    "cuda": dict(preset="gpt2-124m", batches=[64, 32, 16],  # the most telling first, should the budget run out seq_len=1024, dtype="bfloat16",
+    # batches: the most telling first, should the budget run out
+    "cuda": dict(preset="gpt2-124m", batches=[64, 32, 16], seq_len=1024, dtype="bfloat16",
                  step_contenders=["nanogpt2:eager", "nanogpt2:compiled", "hf-gpt2:compiled", "build-nanogpt:compiled"],
                  loop_contenders=["loop:compiled", "hf-gpt2:compiled"], timing=["--warmup_steps", "3", "--rounds",
                                                                                 "3", "--steps_per_round", "3"],
@@ -89,7 +90,8 @@ class Results:
             **environment(),
             "phases_run": sorted(set(old.get("phases_run", [])) | rerun, key=PHASES.index),
             "tests": old.get("tests") if "tests" not in rerun else None,
-            "train_step": [r for r in old.get("train_step", []) if r["phase"] not in rerun or r["batch"] not in batches],
+            "train_step": [r for r in old.get("train_step", [])
+                           if r["phase"] not in rerun or r["batch"] not in batches],
             "hellaswag": old.get("hellaswag", []) if "hellaswag" not in rerun else [],
             "char": old.get("char") if "char" not in rerun else None,
             "errors": [e for e in old.get("errors", []) if e["phase"] not in rerun],
@@ -293,7 +295,8 @@ def main(argv=None) -> int:
     if t:
         print(f"tests/test_cuda.py: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped")
     for r in results.data["hellaswag"]:
-        print(f"HellaSwag {r['contender']}: {r['examples_per_sec']:.1f} examples/s ({r['ratio_vs_one_at_a_time']:.2f}x)")
+        print(f"HellaSwag {r['contender']}: {r['examples_per_sec']:.1f} examples/s "
+              f"({r['ratio_vs_one_at_a_time']:.2f}x)")
     if results.data["errors"]:
         print(f"{len(results.data['errors'])} error(s): see results.md")
     return 1 if results.data["errors"] or (t and t["failed"]) else 0

@@ -71,7 +71,8 @@ def build_nanogpt_loss(model, x, y):
 def load_build_nanogpt(path: Path):
     """build-nanogpt's GPT class: the model half of its train_gpt2.py (the rest is a training script)."""
     source = path.read_text()
-    model_part = source.split("import tiktoken")[0].replace("from hellaswag import render_example, iterate_examples", "")
+    model_part = source.split("import tiktoken")[0]
+    model_part = model_part.replace("from hellaswag import render_example, iterate_examples", "")
     module = types.ModuleType("build_nanogpt")
     sys.modules[module.__name__] = module  # its @dataclass looks the module up
     exec(compile(model_part, str(path), "exec"), module.__dict__)

@@ -46,7 +46,8 @@ def main(argv=None):
     parser.add_argument("--eval_iters", type=int, default=200, help="batches per split for the final loss estimate")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--num_threads", type=int, default=1,
-                        help="PyTorch CPU threads; a 65x65 table gains nothing from more, they only add synchronisation")
+                        help="PyTorch CPU threads; a 65x65 table gains nothing from more, they only add "
+                             "synchronisation")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)

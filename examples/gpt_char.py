@@ -65,7 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_threads", type=int, default=None, help="PyTorch CPU threads (default: PyTorch's)")
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args(argv)
-    args.settings = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in CONFIGS[args.config].items()}
+    args.settings = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+                     for k, v in CONFIGS[args.config].items()}
     if args.settings["n_embd"] % args.settings["n_head"]:
         parser.error(f"--n_embd {args.settings['n_embd']} must be a multiple of --n_head {args.settings['n_head']}")
     return args

@@ -43,7 +43,8 @@ def train_shakespeare_bpe(vocab_size, data_file=None):
 
 def density_section(tokenizers):
     names = list(tokenizers)
-    lines = ["| sample | characters | UTF-8 bytes | " + " | ".join(f"{n} tokens | {n} tokens/char" for n in names) + " |",
+    columns = " | ".join(f"{n} tokens | {n} tokens/char" for n in names)
+    lines = ["| sample | characters | UTF-8 bytes | " + columns + " |",
              "|---|---|---|" + "---|---|" * len(names)]
     per_char = {}
     for sample in sorted(SAMPLES.glob("*.txt")):

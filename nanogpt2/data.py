@@ -119,7 +119,8 @@ class TrainLoader:
         for key in ("seed", "total_tokens", "window_tokens"):
             if key in state and state[key] != getattr(self, key):
                 raise DataError(f"cannot resume the data position: {key} was {state[key]}, now "
-                                f"{getattr(self, key)}; resume with the same data, seed and micro-batch x sequence length")
+                                f"{getattr(self, key)}; resume with the same data, seed and micro-batch x "
+                                "sequence length")
         self.epoch, self.step_in_epoch = state["epoch"], self.reshard_position(state["step_in_epoch"],
                                                                                state["world_size"])
         self._build_epoch()

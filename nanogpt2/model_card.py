@@ -102,7 +102,8 @@ def model_index_results(facts: CardFacts) -> list[EvalResult]:
     last, style = facts.last_eval, facts.run_config.get("hellaswag_style", "completion")
     results = []
     if "hellaswag_acc_norm" in last and _hellaswag_examples(facts) == HELLASWAG_VALIDATION_EXAMPLES:
-        for key, metric_type, label in (("hellaswag_acc_norm", "acc_norm", "acc_norm"), ("hellaswag_acc", "accuracy", "acc")):
+        for key, metric_type, label in (("hellaswag_acc_norm", "acc_norm", "acc_norm"),
+                                        ("hellaswag_acc", "accuracy", "acc")):
             if key in last:
                 results.append(EvalResult(
                     task_type="text-generation", dataset_type="Rowan/hellaswag", dataset_name="HellaSwag",

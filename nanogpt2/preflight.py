@@ -16,7 +16,8 @@ from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
 # Settings that, changed on resume, would silently train a different run: refused.
 RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "n_head", "n_embd", "n_positions",
                      "tokenizer_name", "per_device_train_batch_size", "block_size", "total_batch_size", "data_dir",
-                     "train_file", "validation_file", "dataset_name", "dataset_config_name", "streaming", "text_column", "validation_split_percentage", "seed")
+                     "train_file", "validation_file", "dataset_name", "dataset_config_name", "streaming", "text_column",
+                     "validation_split_percentage", "seed")
 # Settings that, changed on resume, only change the rest of the run: allowed, reported and recorded.
 # Everything else (the optimizer, schedule, evaluation, logging, saving) is allowed too.
 RESUME_IGNORED = ("resume_from_checkpoint", "overwrite_output_dir")

@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             write_model_card(checkpoint, repo_id=args.repo_id)
     except json.JSONDecodeError as error:  # a damaged config.json of the run or checkpoint
         raise PublishError(f"could not read the run's JSON files for the model card ({error.msg}, line "
-                           f"{error.lineno}); check config.json in {args.checkpoint_dir} and its run directory") from None
+                           f"{error.lineno}); check config.json in {args.checkpoint_dir} and its run "
+                           "directory") from None
     push_checkpoint(checkpoint, args.repo_id, args.private, args.commit_message)
     print(f"pushed {checkpoint} to https://huggingface.co/{args.repo_id}")
     return 0

@@ -86,7 +86,8 @@ class RunCheckpoints:
         saved_fsdp = (training_state / "pytorch_model_fsdp_0").is_dir()
         if saved_fsdp != (acc.distributed_type == DistributedType.FSDP):
             raise PreflightError(f"--resume_from_checkpoint {path} was written {'under' if saved_fsdp else 'without'} "
-                             f"FSDP; resume it with an accelerate config that {'uses' if saved_fsdp else 'does not use'} "
+                                 "FSDP; resume it with an accelerate config that "
+                                 f"{'uses' if saved_fsdp else 'does not use'} "
                              "FSDP (accelerate_configs/fsdp2.yaml or multi_gpu.yaml)")
         same_world = state["world_size"] == acc.num_processes
         data_file = data_state_file(path, acc.process_index if same_world else 0)

@@ -191,6 +191,7 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
                 break
         stream = stream.skip(len(pieces))
         validation_tokens = np.concatenate(pieces) if pieces else tokenize_documents([], tokenizer)
-    train = StreamingTrainLoader(stream, tokenizer, config.per_device_train_batch_size, config.block_size, rank, world_size,
+    train = StreamingTrainLoader(stream, tokenizer, config.per_device_train_batch_size, config.block_size, rank,
+                                 world_size,
                                  config.seed, config.text_column)
     return train, [validation_tokens]

@@ -179,7 +179,8 @@ def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str], ki
                         f"({type(error).__name__}: {detail}); pass a local {kind} directory") from None
 
 
-def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type: str = "dataset", progress=None) -> list[Path]:
+def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type: str = "dataset",
+                       progress=None) -> list[Path]:
     """Files of a Hub repository into `local_dir` (huggingface_hub: an interrupted download resumes, a
     complete file is not fetched again). Offline or unreachable: one DataError line."""
     if hub_offline():

@@ -249,7 +249,8 @@ class PretrainingLoop:
         """Validation loss, HellaSwag (all examples at the final step with --hellaswag_final_full) and samples;
         every metric with the number of tokens or examples it covers."""
         record = {"step": self.step, "tokens": self.tokens_seen, "val_loss": self.validation_loss(),
-                  "val_tokens": self.val_loader.num_batches * self.config.per_device_train_batch_size * self.config.block_size}
+                  "val_tokens": (self.val_loader.num_batches * self.config.per_device_train_batch_size
+                                 * self.config.block_size)}
         if not math.isfinite(record["val_loss"]):
             raise DivergenceError(f"step {self.step}: the validation loss is {record['val_loss']}; stopping without "
                                   "saving this step. The last good checkpoint is kept; lower --learning_rate or check "
@@ -264,7 +265,8 @@ class PretrainingLoop:
             bar.write(f"sample> {text!r}")
         message = f"step {self.step}: val loss {record['val_loss']:.4f}"
         if "hellaswag_acc_norm" in record:
-            message += f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} ({record['hellaswag_num_examples']} ex.)"
+            message += (f", HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f} "
+                        f"({record['hellaswag_num_examples']} ex.)")
         bar.write(message)
         self.metrics.write(record)
         self.accelerator.log(tracker_values(record), step=self.step)
@@ -291,7 +293,8 @@ class PretrainingLoop:
         if acc.is_main_process:
             n_params = sum(p.numel() for p in self.raw_model.parameters())
             bar.write(f"nanogpt2: {n_params:,} parameters, {acc.num_processes} process(es) on {self.device.type}, "
-                      f"{config.total_batch_size:,} tokens/step = {config.per_device_train_batch_size} x {config.block_size} "
+                      f"{config.total_batch_size:,} tokens/step = {config.per_device_train_batch_size} x "
+                      f"{config.block_size} "
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
         try:
@@ -308,49 +311,20 @@ class PretrainingLoop:
         return last_checkpoint
 
     def _train_steps(self, bar, signals: StopSignals) -> Path | None:
-        acc, config = self.accelerator, self.config
+        """Each step: train, log, evaluate (every --eval_steps), save (every --save_steps), stop (on a signal)."""
+        config = self.config
         last_checkpoint = None
         if self.shard_check is not None:
             self.shard_check.wait(timeout=SHARD_CHECK_HEAD_START)  # small data: verified before step 1
         self._raise_if_data_failed(self._stop_requests(signals)[1])
         while self.step < config.max_steps:
-            start = time.perf_counter()
-            loss, lr, grad_norm = self.train_step()
-            seconds = time.perf_counter() - start
-            if not math.isfinite(loss):  # every rank has the same reduced loss: all stop here, nothing saved
-                raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
-                                      "checkpoint is kept; lower --learning_rate or check the data, then "
-                                      "--resume_from_checkpoint")
-            tokens_per_sec = config.total_batch_size / seconds
-            utilisation = mfu(tokens_per_sec, self.flops_per_token, self.peak_flops)
-            if self.step % config.logging_steps == 0 or self.step == config.max_steps:
-                record = {"step": self.step, "tokens": self.tokens_seen, "train_loss": loss, "lr": lr,
-                          "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
-                if utilisation is not None:
-                    record["mfu"] = utilisation
-                self.metrics.write(record)
-                acc.log(tracker_values(record), step=self.step)
-            postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
-                       "tok/s": f"{tokens_per_sec:,.0f}"}
-            if utilisation is not None:
-                postfix["mfu"] = f"{100 * utilisation:.1f}%"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
+            loss, lr, grad_norm, seconds = self.timed_train_step()
+            self.log_step(bar, loss, lr, grad_norm, seconds)
             done = self.step == config.max_steps
             save = self.step % config.save_steps == 0 or done
-            if save and self.shard_check is not None:
-                self.shard_check.wait()  # never checkpoint a run whose data failed verification
-            signum, data_failed = self._stop_requests(signals)
-            self._raise_if_data_failed(data_failed)
+            signum = self._agree_on_stop(signals, data_checked=save)
             if self.step % config.eval_steps == 0 or done:
-                try:
-                    self.evaluate(bar, final=done)
-                except DivergenceError:
-                    raise
-                except Exception:  # the step's checkpoint is saved before the evaluation error is reported
-                    if save:
-                        self.checkpoints.save(self.step, self.tokens_seen)
-                    raise
+                self._evaluate_or_save(bar, final=done, save=save)
             if save or signum:
                 last_checkpoint = self.checkpoints.save(self.step, self.tokens_seen)
             if signum:
@@ -358,6 +332,57 @@ class PretrainingLoop:
                 raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "
                                           "resume with the same command plus --resume_from_checkpoint latest", signum)
         return last_checkpoint
+
+    def timed_train_step(self) -> tuple[float, float, float, float]:
+        """`train_step` and its wall time; a non-finite loss stops the run (every rank has the same reduced
+        loss: all stop here, nothing saved)."""
+        start = time.perf_counter()
+        loss, lr, grad_norm = self.train_step()
+        seconds = time.perf_counter() - start
+        if not math.isfinite(loss):
+            raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
+                                  "checkpoint is kept; lower --learning_rate or check the data, then "
+                                  "--resume_from_checkpoint")
+        return loss, lr, grad_norm, seconds
+
+    def log_step(self, bar, loss: float, lr: float, grad_norm: float, seconds: float) -> None:
+        """The step's record to metrics.jsonl and the trackers every --logging_steps (and at the last step);
+        the progress bar at every step."""
+        tokens_per_sec = self.config.total_batch_size / seconds
+        utilisation = mfu(tokens_per_sec, self.flops_per_token, self.peak_flops)
+        if self.step % self.config.logging_steps == 0 or self.step == self.config.max_steps:
+            record = {"step": self.step, "tokens": self.tokens_seen, "train_loss": loss, "lr": lr,
+                      "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
+            if utilisation is not None:
+                record["mfu"] = utilisation
+            self.metrics.write(record)
+            self.accelerator.log(tracker_values(record), step=self.step)
+        postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
+                   "tok/s": f"{tokens_per_sec:,.0f}"}
+        if utilisation is not None:
+            postfix["mfu"] = f"{100 * utilisation:.1f}%"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+
+    def _agree_on_stop(self, signals: StopSignals, data_checked: bool) -> int:
+        """The stop signal all ranks agree on at this step boundary (0: none). Before a save (`data_checked`)
+        the background shard check must have finished: a run whose data failed verification is never saved."""
+        if data_checked and self.shard_check is not None:
+            self.shard_check.wait()
+        signum, data_failed = self._stop_requests(signals)
+        self._raise_if_data_failed(data_failed)
+        return signum
+
+    def _evaluate_or_save(self, bar, final: bool, save: bool) -> None:
+        """`evaluate`; when it fails at a step that saves, the checkpoint is written before the error is reported."""
+        try:
+            self.evaluate(bar, final=final)
+        except DivergenceError:
+            raise
+        except Exception:
+            if save:
+                self.checkpoints.save(self.step, self.tokens_seen)
+            raise
 
     def _raise_if_data_failed(self, failed: bool) -> None:
         if failed:  # the main process raises the shard's error; the others stop quietly with it

@@ -48,7 +48,8 @@ def test_random_gpt2_with_padding_both_ways(tmp_path):
     assert (ours.config.vocab_size, ours.config.tokenizer_vocab_size) == (50304, 50257)
     assert max_logit_difference(reference, ours) < 1e-4
     # CLI, to-gpt2 trims the padded rows; the result loads with no nanogpt2 code at all
-    subprocess.run([sys.executable, "-m", "nanogpt2.convert", "to-gpt2", str(tmp_path / "ours"), str(tmp_path / "back")],
+    subprocess.run([sys.executable, "-m", "nanogpt2.convert", "to-gpt2", str(tmp_path / "ours"),
+                    str(tmp_path / "back")],
                    check=True, capture_output=True)
     assert load_file(tmp_path / "back" / "model.safetensors")["transformer.wte.weight"].shape == (50257, 64)
     back = GPT2LMHeadModel.from_pretrained(tmp_path / "back")

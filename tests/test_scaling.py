@@ -149,4 +149,5 @@ def test_checkpoint_resumes_on_another_number_of_processes(ddp_reference, tmp_pa
     launch(args + ["--output_dir", one_to_two, "--resume_from_checkpoint", "latest"])
     assert train_losses(one_to_two)[0] == pytest.approx(ddp_losses[4:], **FP32)
     data_state = json.loads((one_to_two / "checkpoint-8" / "training_state" / "data_rank1.json").read_text())
-    assert data_state["world_size"] == 2 and data_state["step_in_epoch"] == 16  # 8 steps x 4 windows of 128 tokens, over 2
+    # 8 steps x 4 windows of 128 tokens, over 2
+    assert data_state["world_size"] == 2 and data_state["step_in_epoch"] == 16

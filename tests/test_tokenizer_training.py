@@ -27,7 +27,8 @@ def run(*args, timeout=300):
 @pytest.fixture(scope="module")
 def shakespeare_tokenizer(tmp_path_factory, tinyshakespeare_file):
     out = tmp_path_factory.mktemp("tokenizer")
-    assert train_tokenizer.main(["--files", str(tinyshakespeare_file), "--vocab_size", "1024", "--output_dir", str(out)]) == 0
+    argv = ["--files", str(tinyshakespeare_file), "--vocab_size", "1024", "--output_dir", str(out)]
+    assert train_tokenizer.main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]  # no temporary left
     return out
 

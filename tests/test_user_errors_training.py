@@ -43,7 +43,8 @@ def finished_run(tmp_path_factory, tinyshakespeare_file):
     from nanogpt2.training import PretrainingLoop
 
     run = tmp_path_factory.mktemp("finished") / "run"
-    PretrainingLoop(resolve_config(TINY + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(run)])).train()
+    config = resolve_config(TINY + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(run)])
+    PretrainingLoop(config).train()
     return run
 
 
@@ -84,10 +85,11 @@ CASES = [
     ("hellaswag-offline-not-cached", [], ["--hellaswag_file"], False),
     ("push-to-hub-offline", ["--push_to_hub", "--hub_model_id", "someone/tiny"], ["HF_HUB_OFFLINE"], False),
     ("total-batch-not-divisible", ["--total_batch_size", "300"], ["--total_batch_size 300"], False),
-    ("validation-split-empty", ["--validation_split_percentage", "0"], ["--validation_split_percentage", "above 0"], False),
-    ("train-file-too-small", ["--train_file", "TMP/file.txt"], ["--train_file", "file.txt", "too few"], False),
-    ("resume-path-not-a-checkpoint", ["--resume_from_checkpoint", "TMP"], ["--resume_from_checkpoint", "not a checkpoint"],
+    ("validation-split-empty", ["--validation_split_percentage", "0"], ["--validation_split_percentage", "above 0"],
      False),
+    ("train-file-too-small", ["--train_file", "TMP/file.txt"], ["--train_file", "file.txt", "too few"], False),
+    ("resume-path-not-a-checkpoint", ["--resume_from_checkpoint", "TMP"],
+     ["--resume_from_checkpoint", "not a checkpoint"], False),
 ]
 
 
@@ -102,7 +104,8 @@ def test_bad_input_is_one_line_and_changes_nothing(case, extra, names, with_run,
     shutil.copy(tinyshakespeare_file, tmp_path / "moved.txt")
     base = [a for a in TINY if a != "--skip_hellaswag"] if case.startswith("hellaswag") else TINY
     before = snapshot(tmp_path)
-    result = run_in_process(base + ["--train_file", tinyshakespeare_file, "--output_dir", run] + args, capsys)  # later flags win
+    # later flags win
+    result = run_in_process(base + ["--train_file", tinyshakespeare_file, "--output_dir", run] + args, capsys)
     line = assert_user_error(result, *names, before=before, roots=[tmp_path])
     assert "--data_file" not in line
     assert result.returncode == 1
