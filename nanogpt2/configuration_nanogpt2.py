@@ -7,6 +7,10 @@ type on assignment, the field validators below check the values, and the `valida
 fields' relations; errors name the field.
 """
 
+import re
+from pathlib import Path
+
+import yaml
 from huggingface_hub.dataclasses import as_validated_field, strict
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
@@ -20,14 +24,23 @@ def padded_vocab_size(vocab_size: int, multiple: int = 64) -> int:
     """`vocab_size` rounded up to a multiple (50257 -> 50304 for 64): embedding rows for faster matmuls."""
     return -(-vocab_size // multiple) * multiple
 
-# The four OpenAI GPT-2 sizes (Radford et al. 2019, table 2) and a model for 2 CPU cores.
-PRESETS = {
-    "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768),
-    "gpt2-350m": dict(n_layer=24, n_head=16, n_embd=1024),
-    "gpt2-774m": dict(n_layer=36, n_head=20, n_embd=1280),
-    "gpt2-1558m": dict(n_layer=48, n_head=25, n_embd=1600),
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, n_positions=256),
-}
+
+# The presets are the recipes in nanogpt2/recipes/<name>.yaml (run_pretrain.py settings, read by its --preset):
+# the four OpenAI GPT-2 sizes (Radford et al. 2019, table 2) and a model for 2 CPU cores. The folder is absent
+# where this file runs as a checkpoint's remote code: there PRESETS is empty and from_preset says so.
+RECIPE_DIR = Path(__file__).with_name("recipes")
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_positions")
+
+
+def read_presets(folder: Path) -> dict[str, dict]:
+    """{name: architecture} of the recipes in `folder`, in natural order (gpt2-124m, gpt2-350m, ..., tiny)."""
+    files = sorted(folder.glob("*.yaml"), key=lambda path: [int(part) if part.isdigit() else part
+                                                            for part in re.split(r"(\d+)", path.stem)])
+    recipes = {path.stem: yaml.safe_load(path.read_text()) for path in files}
+    return {name: {key: recipe[key] for key in ARCHITECTURE if key in recipe} for name, recipe in recipes.items()}
+
+
+PRESETS = read_presets(RECIPE_DIR)
 
 
 @as_validated_field
@@ -98,8 +111,12 @@ class NanoGPT2Config(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "NanoGPT2Config":
-        """A config for a named size: gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m or tiny.
-        An invalid override raises ValueError with a one-line message naming the field."""
+        """A config for a named size, the architecture of its recipe nanogpt2/recipes/<name>.yaml: gpt2-124m,
+        gpt2-350m, gpt2-774m, gpt2-1558m or tiny. An invalid override raises ValueError with a one-line message
+        naming the field."""
+        if not PRESETS:
+            raise ValueError(f"no preset recipes here: {RECIPE_DIR} is absent (a checkpoint's remote code ships "
+                             "without them); install nanogpt2, or pass the sizes to NanoGPT2Config(n_layer=...)")
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
         try:
@@ -108,5 +125,5 @@ class NanoGPT2Config(PreTrainedConfig):
             raise ValueError(f"NanoGPT2Config: {' '.join(str(error).split())}") from error
 
 
-__all__ = ["NanoGPT2Config", "PRESETS", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID",
+__all__ = ["NanoGPT2Config", "PRESETS", "RECIPE_DIR", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID",
            "padded_vocab_size"]

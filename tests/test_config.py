@@ -1,8 +1,14 @@
 """NanoGPT2Config: presets, aliases, validation that names the field."""
 
+import importlib.util
+import shutil
+from pathlib import Path
+
 import pytest
+import yaml
 from huggingface_hub.errors import StrictDataclassError
 
+import nanogpt2.configuration_nanogpt2
 from nanogpt2 import PRESETS, NanoGPT2Config
 
 
@@ -47,6 +53,31 @@ def test_invalid_values_name_the_field(kwargs, field):
     assert "\n" not in str(error.value)
 
 
+def test_presets_are_read_from_the_recipes():
+    from nanogpt2.configuration_nanogpt2 import ARCHITECTURE, RECIPE_DIR
+
+    assert list(PRESETS) == ["gpt2-124m", "gpt2-350m", "gpt2-774m", "gpt2-1558m", "tiny"]
+    assert sorted(path.stem for path in RECIPE_DIR.glob("*.yaml")) == sorted(PRESETS)
+    for name, shape in PRESETS.items():
+        recipe = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text())
+        assert shape == {key: recipe[key] for key in ARCHITECTURE}
+        config = NanoGPT2Config.from_preset(name)
+        assert {key: getattr(config, key) for key in ARCHITECTURE} == shape
+
+
+def test_from_preset_as_remote_code_without_the_recipes(tmp_path):
+    """A checkpoint ships configuration_nanogpt2.py alone: it imports, and from_preset says what is missing."""
+    copied = tmp_path / "configuration_nanogpt2.py"
+    shutil.copy(Path(nanogpt2.configuration_nanogpt2.__file__), copied)
+    spec = importlib.util.spec_from_file_location("remote_configuration_nanogpt2", copied)
+    remote = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(remote)
+    assert remote.PRESETS == {} and remote.NanoGPT2Config(n_layer=2).n_layer == 2
+    with pytest.raises(ValueError, match="no preset recipes here") as error:
+        remote.NanoGPT2Config.from_preset("tiny")
+    assert "\n" not in str(error.value)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match="gpt2-124m"):
         NanoGPT2Config.from_preset("gpt5")
@@ -71,9 +102,9 @@ def test_compile_defaults_to_auto_on_for_cuda_only(argv, value, on_cuda, on_cpu)
     from nanogpt2.run_config import compile_enabled, resolve_config
 
     config = resolve_config(["--preset", "tiny", *argv])
-    assert config.compile == value
+    assert config.torch_compile == value
     assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
-    config.compile = {"true": True, "false": False}.get(value, value)  # a RunConfig made in code
+    config.torch_compile = {"true": True, "false": False}.get(value, value)  # a RunConfig made in code
     assert (compile_enabled(config, "cuda"), compile_enabled(config, "cpu")) == (on_cuda, on_cpu)
 
 
@@ -81,7 +112,7 @@ def test_compile_from_a_config_file(tmp_path):
     from nanogpt2.run_config import resolve_config
 
     (tmp_path / "run.yaml").write_text("compile: false\n")
-    assert resolve_config(["--config_file", str(tmp_path / "run.yaml")]).compile == "false"
+    assert resolve_config(["--config_file", str(tmp_path / "run.yaml")]).torch_compile == "false"
     (tmp_path / "bad.json").write_text('{"compile": "sometimes"}')
     with pytest.raises(ValueError, match="bad.json: compile 'sometimes' is not a choice: auto, true, false"):
         resolve_config(["--config_file", str(tmp_path / "bad.json")])
