@@ -133,7 +133,7 @@ class TrainLoader:
         if consumed % self.world_size:
             raise DataError(f"cannot resume the data position of {saved_world_size} process(es) on {self.world_size}: "
                             f"{consumed} windows read this epoch is not a multiple of {self.world_size}; pick a "
-                            "number of processes that, times --micro_batch_size, divides --total_batch_size")
+                            "number of processes that, times --per_device_train_batch_size, divides --total_batch_size")
         return consumed // self.world_size
 
 

@@ -22,6 +22,7 @@ import torch
 from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
+from .batch import settle_batch, steps_for_epochs
 from .convert import load_pretrained
 from .data import BatchPrefetcher
 from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
@@ -34,8 +35,6 @@ from .run_checkpoints import RunCheckpoints
 from .run_config import (
     RunConfig,
     compile_enabled,
-    gradient_accumulation_steps,
-    steps_for_epochs,
 )
 from .run_dir import MetricsLog, resume_target
 from .run_setup import build_accelerator, build_loaders, model_config, run_tokenizer
@@ -108,8 +107,7 @@ class PretrainingLoop:
         if config.tf32 and self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.grad_accum = gradient_accumulation_steps(config, acc.num_processes)
-        config.gradient_accumulation_steps = self.grad_accum
+        self.grad_accum = settle_batch(config, acc.num_processes)
         if config.push_to_hub:
             from .publish import check_hub_access
 

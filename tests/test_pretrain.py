@@ -171,7 +171,7 @@ def test_config_file_and_flags(tmp_path, tinyshakespeare_file):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("preset: tiny\nlearning_rate: 0.01\nmax_steps: 7\n")
     config = resolve_config(["--config_file", str(config_file), "--max_steps", "9"])
-    assert (config.learning_rate, config.max_steps, config.micro_batch_size) == (0.01, 9, 16)
+    assert (config.learning_rate, config.max_steps, config.per_device_train_batch_size) == (0.01, 9, 16)
     assert resolve_config([]).total_batch_size == 524288  # the 124M recipe by default
     config_file.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match="learning_rat"):

@@ -1,7 +1,10 @@
-"""run_pretrain.py's settings: HfArgumentParser over RunConfig, transformers names with the old ones as
-aliases, flags > --config_file > preset > recipe, the same checks for file values as for flags, the batch
-arithmetic, precision from `accelerate launch`, and starting from pretrained weights."""
+"""run_pretrain.py's settings: HfArgumentParser over RunConfig (public API only), transformers names with the old
+ones as aliases, flags > --config_file > the preset's recipe > RunConfig's defaults, the same checks for file and
+recipe values as for flags, the batch arithmetic, precision from `accelerate launch`, and starting from pretrained
+weights."""
 
+import ast
+import dataclasses
 import importlib.util
 import typing
 
@@ -9,12 +12,14 @@ import pytest
 import torch
 from user_errors import REPO, assert_user_error, run_cli, snapshot
 
+from nanogpt2.batch import settle_batch, steps_for_epochs
+from nanogpt2.configuration_nanogpt2 import ARCHITECTURE, PRESETS, RECIPE_DIR
 from nanogpt2.run_config import (
     FIELDS,
     TYPES,
-    build_parser,
+    SettingsParser,
+    load_config_file,
     resolve_config,
-    steps_for_epochs,
 )
 
 
@@ -28,7 +33,7 @@ def main_in_process(args, capsys) -> tuple[int, str]:
 
 
 def test_help_shows_each_setting_once_with_its_aliases():
-    text = build_parser().format_help()
+    text = SettingsParser().format_help()
     for name, field in FIELDS.items():
         assert field.metadata["help"], name
         assert text.count(f"--{name} ") + text.count(f"--{name},") + text.count(f"--{name}\n") >= 1, name
@@ -63,7 +68,7 @@ def test_compile_is_tri_state(args, value):
     from nanogpt2.run_config import compile_enabled
 
     config = resolve_config(args)
-    assert config.torch_compile == config.compile == value
+    assert config.torch_compile == value
     assert compile_enabled(config, "cuda") == (value != "false") and compile_enabled(config, "cpu") == (value == "true")
 
 
@@ -79,6 +84,66 @@ def test_layers_flags_over_file_over_preset_over_recipe(tmp_path):
     json_file.write_text('{"preset": "tiny", "lr_scheduler_type": "warmup_stable_decay", "bf16": true}')
     config = resolve_config(["--config_file", str(json_file)])
     assert (config.lr_scheduler_type, config.mixed_precision) == ("warmup_stable_decay", "bf16")
+
+
+def test_choices_take_any_case_on_the_command_line():
+    config = resolve_config(["--mixed_precision", "BF16", "--lr_scheduler_type", "Linear", "--preset", "TINY"])
+    assert (config.mixed_precision, config.lr_scheduler_type, config.preset) == ("bf16", "linear", "tiny")
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_each_recipe_is_a_config_file_of_its_preset(preset):
+    recipe = load_config_file(RECIPE_DIR / f"{preset}.yaml")  # the config-file checks: keys, types, bounds
+    assert recipe["preset"][0] == preset and {name: recipe[name][0] for name in ARCHITECTURE} == PRESETS[preset]
+    config = resolve_config(["--preset", preset])
+    assert all(getattr(config, name) == value for name, (value, _) in recipe.items() if name not in ARCHITECTURE)
+    assert all(getattr(config, name) is None for name in ARCHITECTURE)  # the shape is the preset's, not an override
+    settle_batch(config, 1)
+
+
+def test_runconfig_defaults_are_the_124m_recipe():
+    recipe = load_config_file(RECIPE_DIR / "gpt2-124m.yaml")
+    assert {name: value for name, (value, _) in recipe.items() if name not in ARCHITECTURE} == {
+        name: FIELDS[name].default for name in recipe if name not in ARCHITECTURE}
+
+
+def test_a_copied_recipe_passed_as_config_file_is_the_preset(tmp_path):
+    from nanogpt2 import NanoGPT2Config
+
+    copied = tmp_path / "my-tiny.yaml"
+    copied.write_text((RECIPE_DIR / "tiny.yaml").read_text())
+    preset, config = resolve_config(["--preset", "tiny"]), resolve_config(["--config_file", str(copied)])
+    shape = {name: getattr(config, name) for name in ARCHITECTURE}  # set by the file, so overrides of the preset
+    assert dataclasses.replace(config, **dict.fromkeys(ARCHITECTURE)) == preset
+    assert NanoGPT2Config.from_preset(config.preset, **shape).to_dict() == NanoGPT2Config.from_preset("tiny").to_dict()
+    copied.write_text(copied.read_text().replace("n_layer: 4", "n_layer: 2").replace("max_steps: 200", "max_steps: 9"))
+    edited = resolve_config(["--config_file", str(copied), "--max_steps", "5"])
+    assert (edited.n_layer, edited.max_steps, edited.block_size) == (2, 5, 128)
+
+
+def test_help_lists_the_recipes_and_shows_the_presets_defaults(capsys):
+    with pytest.raises(SystemExit) as exit:
+        resolve_config(["--preset", "tiny", "--help"])
+    out = capsys.readouterr().out
+    words = " ".join(out.split())
+    assert exit.value.code == 0 and "(default: 2048)" in words and "(default: runs/tiny)" in words
+    recipes = out[out.index("recipes for --preset"):].splitlines()[2:]
+    assert [line.split()[0] for line in recipes] == list(PRESETS) == ["gpt2-124m", "gpt2-350m", "gpt2-774m",
+                                                                       "gpt2-1558m", "tiny"]
+
+
+def test_run_config_uses_only_public_names_of_argparse_and_transformers():
+    """No leading-underscore attribute of an object the package did not define, and no private import."""
+    for module in ("run_config", "batch"):
+        tree = ast.parse((REPO / "nanogpt2" / f"{module}.py").read_text())
+        own = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        private = [node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                   and node.attr.startswith("_") and not node.attr.startswith("__") and node.attr not in own]
+        private += [f"def {node.name}" for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                    and node.name.startswith("_") and not node.name.startswith("__")]
+        private += [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    for alias in node.names if alias.name.startswith("_")]
+        assert private == [], (module, private)
 
 
 @pytest.mark.parametrize("text,named", [
@@ -123,7 +188,6 @@ def test_config_file_values_get_the_checks_of_flags(tmp_path, text, named):
     (["--bf16", "--mixed_precision", "no"], "--bf16 contradicts --mixed_precision"),
     (["--model_name_or_path", "ckpt", "--n_layer", "2"],
      "--n_layer: the model's shape comes from --model_name_or_path"),
-    (["--gradient_accumulation_steps", "3", "--total_batch_size", "524288"], "--gradient_accumulation_steps 3"),
     (["--data_dir", "a", "--train_file", "b"], "--data_dir and --train_file"),
 ])
 def test_flag_errors_name_the_flag(args, named):
@@ -170,20 +234,28 @@ def test_a_bad_config_file_as_a_user_runs_it(tmp_path):
     ([], 1, (64, 524288, 8)), ([], 8, (64, 524288, 1)),
 ])
 def test_batch_arithmetic(monkeypatch, args, world, expected):
-    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("WORLD_SIZE", "3")  # not read: the loop passes its Accelerator's number of processes
     config = resolve_config(args)
+    assert settle_batch(config, world) == expected[2]
     assert (config.per_device_train_batch_size, config.total_batch_size, config.gradient_accumulation_steps) == expected
 
 
-def test_an_explicit_micro_batch_is_never_changed(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="--total_batch_size 2048 is not divisible by "
-                                         "--per_device_train_batch_size 16"):
-        resolve_config(["--preset", "tiny", "--per_device_train_batch_size", "16"])
+@pytest.mark.parametrize("args,world,named", [
+    (["--preset", "tiny", "--per_device_train_batch_size", "16"], 2,  # an explicit micro-batch is never changed
+     "--total_batch_size 2048 is not divisible by --per_device_train_batch_size 16"),
+    (["--gradient_accumulation_steps", "3", "--total_batch_size", "524288"], 1, "--gradient_accumulation_steps 3"),
+    (["--total_batch_size", "300"], 1, "--total_batch_size 300 is not divisible"),
+])
+def test_batch_errors_name_the_flags(args, world, named):
+    config = resolve_config(args)
+    with pytest.raises(ValueError) as error:
+        settle_batch(config, world)
+    assert named in str(error.value) and "\n" not in str(error.value)
 
 
 def test_n_positions_sets_the_context_and_the_sequence_length():
     config = resolve_config(["--preset", "tiny", "--n_positions", "64"])
+    settle_batch(config, 1)
     assert (config.n_positions, config.block_size, config.gradient_accumulation_steps) == (64, 64, 2)
 
 
@@ -228,8 +300,8 @@ def _first_step(tmp_path, name, model_dir, text_file):
     config = resolve_config([str(a) for a in [
                              "--preset", "tiny", "--model_name_or_path", model_dir, "--train_file", text_file,
                              "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128",
-                             "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--skip_hellaswag", "--output_dir",
-                             tmp_path / name]])
+                             "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--skip_hellaswag",
+                             "--output_dir", tmp_path / name]])
     loop = PretrainingLoop(config)
     position = loop.train_loader.state_dict()
     batches = [loop.train_loader.next_batch() for _ in range(loop.grad_accum)]
