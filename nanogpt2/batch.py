@@ -12,9 +12,9 @@ def settle_batch(config: RunConfig, num_processes: int) -> int:
     """Settles `config`'s batch for `num_processes` and returns the gradient accumulation steps.
 
     With --gradient_accumulation_steps and no --total_batch_size the total is derived; with both they are checked.
-    When a recipe's micro-batch (`config.fit_micro_batch`) does not divide the total on this many processes (tiny on
-    2), the largest smaller one that does is used, so a preset runs on any process count it can; a micro-batch given
-    as a flag, in a config file or in code is never changed."""
+    When a recipe's micro-batch (or a config file's: `config.fit_micro_batch`) does not divide the total on this
+    many processes (tiny on 2), the largest smaller one that does is used, so a recipe runs on any process count it
+    can; a micro-batch given as a flag or in code, or with --gradient_accumulation_steps, is never changed."""
     tokens_per_sequence = config.block_size * num_processes
     if config.total_batch_size is None:
         config.total_batch_size = (config.per_device_train_batch_size * tokens_per_sequence

@@ -132,7 +132,7 @@ class RunConfig:
         "end", "as in transformers: end: push the final model; every_save: push the model at every save; "
         "checkpoint: every_save, plus the whole latest checkpoint in last-checkpoint/ (for resuming)")
 
-    # Not a setting: True when the micro-batch is a recipe's, which batch.settle_batch may fit to the processes
+    # Not a setting: True when the micro-batch is a recipe's or config file's, which batch.settle_batch may fit
     fit_micro_batch: ClassVar[bool] = False
 
 
@@ -263,7 +263,7 @@ def resolve_config(argv=None) -> RunConfig:
     parser.set_defaults(**defaults)  # the recipe's layer, then the config file's over it, then the flags
     parser.set_defaults(**{name: value for name, (value, _) in in_file.items()})
     config = RunConfig(**{name: value for name, value in vars(parser.parse_args(argv)).items() if name in FIELDS})
-    config.fit_micro_batch = not {"per_device_train_batch_size", "gradient_accumulation_steps"} & set(values)
+    config.fit_micro_batch = "per_device_train_batch_size" not in flags and config.gradient_accumulation_steps is None
 
     def named(name):
         return chosen[name][1] if name in chosen else f"--{name}"

@@ -116,6 +116,9 @@ def test_a_copied_recipe_passed_as_config_file_is_the_preset(tmp_path):
     shape = {name: getattr(config, name) for name in ARCHITECTURE}  # set by the file, so overrides of the preset
     assert dataclasses.replace(config, **dict.fromkeys(ARCHITECTURE)) == preset
     assert NanoGPT2Config.from_preset(config.preset, **shape).to_dict() == NanoGPT2Config.from_preset("tiny").to_dict()
+    settle_batch(config, 2)  # the file's micro-batch fits 2 processes as the preset's does
+    settle_batch(preset, 2)
+    assert config.per_device_train_batch_size == preset.per_device_train_batch_size == 8
     copied.write_text(copied.read_text().replace("n_layer: 4", "n_layer: 2").replace("max_steps: 200", "max_steps: 9"))
     edited = resolve_config(["--config_file", str(copied), "--max_steps", "5"])
     assert (edited.n_layer, edited.max_steps, edited.block_size) == (2, 5, 128)
@@ -229,6 +232,7 @@ def test_a_bad_config_file_as_a_user_runs_it(tmp_path):
 @pytest.mark.parametrize("args,world,expected", [
     (["--preset", "tiny"], 1, (16, 2048, 1)),
     (["--preset", "tiny"], 2, (8, 2048, 1)),  # the preset's micro-batch is made to fit 2 processes
+    (["--preset", "tiny", "--total_batch_size", "1024"], 2, (4, 1024, 1)),
     (["--preset", "tiny", "--gradient_accumulation_steps", "2"], 1, (16, 4096, 2)),  # the total is derived
     (["--preset", "tiny", "--gradient_accumulation_steps", "2", "--total_batch_size", "8192"], 2, (16, 8192, 2)),
     ([], 1, (64, 524288, 8)), ([], 8, (64, 524288, 1)),
