@@ -22,7 +22,7 @@ test: setup
 # into a folder that shadows .venv's copy through PYTHONPATH, with the huggingface_hub 1.x it needs.
 TRANSFORMERS_FLOOR := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 FLOOR := .venv-floor
-FLOOR_TESTS := tests/test_model.py tests/test_config.py tests/test_checkpoint.py tests/test_convert.py
+FLOOR_TESTS := tests/test_model.py tests/test_configuration_nanogpt2.py tests/test_checkpoint.py tests/test_convert.py
 $(FLOOR)/.installed: setup.cfg | setup
 	rm -rf $(FLOOR)
 	$(PY) -m pip install -q --no-deps --target $(FLOOR) "transformers==$(TRANSFORMERS_FLOOR).*" \

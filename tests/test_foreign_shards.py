@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pretrain import SMALL, pretrain_in_process, train_losses
+from test_training import SMALL, pretrain_in_process, train_losses
 
 from nanogpt2.data import open_token_shards
 from nanogpt2.errors import DataError

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pretrain import REPO, SMALL, pretrain, pretrain_in_process, train_losses
+from test_training import REPO, SMALL, pretrain, pretrain_in_process, train_losses
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from huggingface_hub import ModelCard
-from test_pretrain import SMALL, pretrain_in_process
+from test_training import SMALL, pretrain_in_process
 
 from nanogpt2.errors import DataError
 from nanogpt2.model_card import build_model_card

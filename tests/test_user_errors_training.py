@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pretrain import REPO, SMALL, train_losses
+from test_training import REPO, SMALL, train_losses
 from user_errors import assert_user_error, snapshot
 
 TINY = SMALL + ["--skip_hellaswag", "--num_samples", "0", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2"]
