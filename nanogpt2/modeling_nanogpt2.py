@@ -257,60 +257,6 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache if use_cache else None})
 
 
-def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
-    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T`: padded
-    vocabulary rows never enter (no -inf fill), and the fp32 copy is of these rows' logits only."""
-    logits = nn.functional.linear(hidden, head_weight[:real_vocab]).float()
-    return nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """The summed cross-entropy of `targets` under the logits `hidden @ weight[:real_vocab].T`, a chunk of
-    rows at a time, with each chunk's gradients computed in forward (softmax - one-hot, as Liger-Kernel's
-    fused linear cross-entropy): the (rows, vocab) logits never exist whole, in bf16 or fp32, and backward
-    recomputes nothing. Padded vocabulary rows never enter, so no -inf fill."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int):
-        head = weight[:real_vocab]
-        wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        grad_hidden = torch.empty_like(hidden) if wants_grad else None
-        grad_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device) if wants_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_chunks = grad_hidden.chunk(chunks) if wants_grad else [None] * chunks
-        for rows, row_targets, grad_rows in zip(hidden.chunk(chunks), targets.chunk(chunks), grad_chunks):
-            logits = (rows @ head.T).float()
-            valid = row_targets != ignore_index
-            safe = row_targets.masked_fill(~valid, 0).unsqueeze(1)
-            log_probs = logits.log_softmax(-1)
-            total = total - (log_probs.gather(1, safe).squeeze(1) * valid).sum()
-            if wants_grad:
-                grad = log_probs.exp_().scatter_add_(1, safe, torch.full_like(safe, -1, dtype=logits.dtype))
-                grad = (grad * valid.unsqueeze(1)).to(rows.dtype)
-                grad_rows.copy_(grad @ head)
-                grad_head += (grad.T @ rows).float()
-        if wants_grad:
-            ctx.save_for_backward(grad_hidden, grad_head)
-        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        grad_hidden, grad_head = ctx.saved_tensors
-        grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_head.device)
-        grad_weight[: grad_head.shape[0]] = grad_head * grad_total
-        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None
-
-
-def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8):
-    """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss) through
-    LinearCrossEntropy: memory of one chunk's logits, the compute of a plain head and loss."""
-    hidden, targets = hidden.flatten(0, -2), targets.flatten()
-    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100)
-    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
-    return total / count
-
-
 class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
     """GPT-2 with its language-model head tied to the token embedding (stored once)."""
 
@@ -403,6 +349,63 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             **{CACHE: getattr(outputs, CACHE)},
         )
+
+
+# -- the language-model losses over the real vocabulary (training, chunked; HellaSwag scoring) ---------------
+
+
+def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
+    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T`: padded
+    vocabulary rows never enter (no -inf fill), and the fp32 copy is of these rows' logits only."""
+    logits = nn.functional.linear(hidden, head_weight[:real_vocab]).float()
+    return nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The summed cross-entropy of `targets` under the logits `hidden @ weight[:real_vocab].T`, a chunk of
+    rows at a time, with each chunk's gradients computed in forward (softmax - one-hot, as Liger-Kernel's
+    fused linear cross-entropy): the (rows, vocab) logits never exist whole, in bf16 or fp32, and backward
+    recomputes nothing. Padded vocabulary rows never enter, so no -inf fill."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int):
+        head = weight[:real_vocab]
+        wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if wants_grad else None
+        grad_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device) if wants_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_chunks = grad_hidden.chunk(chunks) if wants_grad else [None] * chunks
+        for rows, row_targets, grad_rows in zip(hidden.chunk(chunks), targets.chunk(chunks), grad_chunks):
+            logits = (rows @ head.T).float()
+            valid = row_targets != ignore_index
+            safe = row_targets.masked_fill(~valid, 0).unsqueeze(1)
+            log_probs = logits.log_softmax(-1)
+            total = total - (log_probs.gather(1, safe).squeeze(1) * valid).sum()
+            if wants_grad:
+                grad = log_probs.exp_().scatter_add_(1, safe, torch.full_like(safe, -1, dtype=logits.dtype))
+                grad = (grad * valid.unsqueeze(1)).to(rows.dtype)
+                grad_rows.copy_(grad @ head)
+                grad_head += (grad.T @ rows).float()
+        if wants_grad:
+            ctx.save_for_backward(grad_hidden, grad_head)
+        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_head = ctx.saved_tensors
+        grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_head.device)
+        grad_weight[: grad_head.shape[0]] = grad_head * grad_total
+        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None
+
+
+def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8):
+    """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss) through
+    LinearCrossEntropy: memory of one chunk's logits, the compute of a plain head and loss."""
+    hidden, targets = hidden.flatten(0, -2), targets.flatten()
+    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100)
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    return total / count
 
 
 # -- the other GPT-2 heads (same parameter names and conventions as transformers' GPT2For*) -----------
