@@ -35,7 +35,6 @@ from .configuration_nanogpt2 import NanoGPT2Config
 # `cache` everywhere and uses this one name where it meets transformers.
 CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
-
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Plain softmax(QK^T * scaling + mask) V, used with attn_implementation="eager"."""
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -202,6 +201,20 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.wte = new_embeddings
 
+    def check_context(self, position_ids: torch.Tensor, positions_end=None):
+        """One clear error for positions past the n_positions learned ones. The limit is on positions, not on the
+        row's length: a packed row of short documents may be longer. Where the bound needs a tensor read, it is
+        not checked under torch.compile (a data-dependent branch); generate() checks its length before it starts."""
+        if positions_end is None or isinstance(positions_end, torch.Tensor):
+            if torch.compiler.is_compiling() or position_ids.numel() == 0:
+                return
+            positions_end = int(position_ids.max()) + 1
+        if positions_end > self.config.n_positions:
+            raise ValueError(
+                f"position {positions_end - 1} is past the model's context (n_positions={self.config.n_positions}): "
+                f"truncate the input to at most {self.config.n_positions} tokens per document"
+            )
+
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -221,31 +234,33 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         seq_len = inputs_embeds.shape[1]
 
+        # A cache made here holds nothing yet: the mask is built as without one, so that packed documents
+        # (position_ids restarting at 0, no attention_mask) are told apart as in training.
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)
+        mask_cache = cache
         if use_cache and cache is None and not (self.gradient_checkpointing and self.training):
             cache = DynamicCache(config=self.config)
-        past_len = cache.get_seq_length() if cache is not None else 0
         # Plain causal attention over a fresh, unpadded batch (pretraining): no mask object, so SDPA keeps
         # is_causal=True, and transformers' packed-sequence detection (a host sync) never runs.
-        plain_causal = attention_mask is None and position_ids is None and cache is None
+        plain_causal = attention_mask is None and position_ids is None and mask_cache is None
         plain_causal = plain_causal and self.config._attn_implementation != "flex_attention"
-        if past_len + seq_len > self.config.n_positions:
-            raise ValueError(
-                f"sequence of {past_len + seq_len} tokens is longer than the model's context "
-                f"(n_positions={self.config.n_positions}); truncate the input"
-            )
-        if position_ids is None:
-            if attention_mask is not None and attention_mask.ndim == 2:
-                position_ids = position_ids_from_attention_mask(attention_mask, seq_len)
-            else:
-                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
+        positions_end = None  # one past the last position, where it is known without reading a tensor
+        if position_ids is None and (attention_mask is None or attention_mask.ndim != 2):
+            past_len = cache.get_seq_length() if cache is not None else 0
+            position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
+            positions_end = past_len + seq_len  # an int (a 0-d tensor for a static cache)
+        elif position_ids is None:
+            position_ids = position_ids_from_attention_mask(attention_mask, seq_len)
+        else:  # flash attention reads packed documents from the caller's positions
+            kwargs["position_ids"] = position_ids
+        self.check_context(position_ids, positions_end)
 
         mask = None if plain_causal else create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            **{CACHE: cache},
+            **{CACHE: mask_cache},
         )
         hidden_states = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:  # as GPT2Model: segment ids are embedded with the token table
@@ -258,7 +273,8 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
 
 
 class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
-    """GPT-2 with its language-model head tied to the token embedding (stored once)."""
+    """GPT-2 with its language-model head tied to the token embedding (stored once), or its own head where
+    config.tie_word_embeddings is False."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 

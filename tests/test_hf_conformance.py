@@ -37,6 +37,7 @@ from nanogpt2.checkpoint import quiet_saves, save_model_checkpoint
 from nanogpt2.convert import gpt2_state_to_nanogpt2
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64)
+TIES = pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])  # config.tie_word_embeddings
 IDS = [[15496, 995, 11, 314, 716, 257]]
 
 
@@ -425,3 +426,117 @@ def test_token_type_ids_add_their_embedding_as_in_gpt2():
         plain = model(input_ids=ids).logits
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(actual, plain)
+
+
+# -- issue 23: packed batches, compiled static-cache generate, the old cache keyword, unknown keywords; each for the
+# tied head and the untied one (config.tie_word_embeddings=False) ----------------------------------------------------
+
+
+def tiny_variant(tie, **overrides):
+    model = tiny_model(tie_word_embeddings=tie, vocab_size=1000, bos_token_id=0, eos_token_id=0, **overrides)
+    assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+    return model
+
+
+def documents(lengths, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 1000, (n,), generator=generator) for n in lengths]
+
+
+@TIES
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_packed_batch_equals_its_documents_one_by_one(attn_implementation, tie):
+    """DataCollatorWithFlattening's one row (position_ids restarting at 0, no attention_mask) is longer than
+    n_positions=64; its loss is the token-weighted loss of the documents run alone, and no document sees another."""
+    from transformers import DataCollatorWithFlattening
+
+    model = tiny_variant(tie, attn_implementation=attn_implementation)
+    docs = documents([30, 50, 20, 45])
+    batch = DataCollatorWithFlattening()([{"input_ids": d.tolist()} for d in docs])
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, 145)
+    targets = sum(len(d) - 1 for d in docs)
+    for mode in ("eval", "train"):  # the loss_function path, then the chunked training path
+        model.train(mode == "train")
+        with torch.no_grad():
+            packed = model(**batch).loss
+            alone = sum(model(d[None], labels=d[None]).loss * (len(d) - 1) for d in docs) / targets
+        assert packed.item() == pytest.approx(alone.item(), abs=1e-5), mode
+    model.eval()
+    with torch.no_grad():  # logits too, with the model's defaults (use_cache=True)
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        expected = torch.cat([model(d[None]).logits[0] for d in docs])
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_a_packed_document_longer_than_the_context_is_a_clear_error():
+    model = tiny_model()
+    position_ids = torch.cat([torch.arange(10), torch.arange(70)])[None]
+    with pytest.raises(ValueError, match=r"position 69 .*n_positions=64"):
+        model(torch.zeros(1, 80, dtype=torch.long), position_ids=position_ids)
+
+
+@TIES
+def test_sft_with_the_flattening_collator_in_the_trainer(tie, tmp_path):
+    """SFT-style fine-tuning (prompt tokens masked with -100) with transformers' padding-free collator in the
+    HF Trainer: each step's row (4 documents of 40 tokens) is longer than n_positions, and the loss falls."""
+    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
+
+    model = tiny_variant(tie).train()
+    seen = []
+    model.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["position_ids"], kwargs["attention_mask"])), with_kwargs=True)
+    examples = []
+    for doc in documents([40] * 8, seed=1):
+        labels = doc.clone()
+        labels[:10] = -100  # the prompt
+        examples.append({"input_ids": doc.tolist(), "labels": labels.tolist()})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, learning_rate=1e-2,
+                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=DataCollatorWithFlattening())
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses))), losses
+    assert losses[-1] < losses[0], losses
+    assert len(seen) == 6 and all(positions.shape == (1, 160) and mask is None for positions, mask in seen)
+
+
+@TIES
+def test_static_cache_generate_compiles_fullgraph_and_equals_eager(tie):
+    """generate(cache_implementation="static") with the forward under torch.compile(fullgraph=True): no graph break
+    (a data-dependent branch on the cache length would be one), one graph for the prompt and one reused by every
+    decoding step, and the same greedy tokens as eager."""
+    from torch._dynamo.testing import CompileCounter
+
+    model = tiny_variant(tie)
+    prompt = torch.tensor([[15, 27, 300, 4, 9, 61]]) % 1000
+    options = dict(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0)
+    eager = model.generate(prompt, **options)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model.forward = torch.compile(model.forward, fullgraph=True, backend=counter)
+    try:
+        compiled = model.generate(prompt, **options)
+    finally:
+        del model.forward
+        torch._dynamo.reset()
+    assert torch.equal(compiled, eager)
+    assert counter.frame_count == 2, counter.frame_count  # prefill, then one graph for all 7 decoding steps
+
+
+@pytest.mark.slow
+def test_generate_compiles_its_static_cache_forward_with_inductor():
+    """generate()'s own compiled path (what it does on a GPU with a static cache), made to run on CPU: the forward
+    through inductor with fullgraph=True gives eager's greedy tokens."""
+    from transformers import CompileConfig
+
+    model = tiny_variant(True)
+    prompt = torch.tensor([[15, 27, 300, 4, 9, 61]])
+    options = dict(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0)
+    eager = model.generate(prompt, **options)
+    compile_config = CompileConfig(fullgraph=True, mode="default")
+    compile_config._compile_all_devices = True  # transformers compiles on accelerators only, unless told so
+    torch._dynamo.reset()
+    try:
+        assert torch.equal(model.generate(prompt, compile_config=compile_config, **options), eager)
+    finally:
+        torch._dynamo.reset()
