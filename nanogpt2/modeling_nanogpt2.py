@@ -25,6 +25,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -32,7 +33,8 @@ from .configuration_nanogpt2 import NanoGPT2Config
 
 # transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward argument, output field and
 # create_causal_mask keyword); 5.17-5.23 generate() passes and reads `past_key_values`. This file says
-# `cache` everywhere and uses this one name where it meets transformers.
+# `cache` everywhere and uses this one name where it meets transformers. A caller's `past_key_values=` works on
+# every version, with one FutureWarning (transformers' deprecate_kwarg, as its own models since 5.24).
 CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -215,6 +217,7 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
                 f"truncate the input to at most {self.config.n_positions} tokens per document"
             )
 
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -236,7 +239,6 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
 
         # A cache made here holds nothing yet: the mask is built as without one, so that packed documents
         # (position_ids restarting at 0, no attention_mask) are told apart as in training.
-        cache = cache if cache is not None else kwargs.pop("past_key_values", None)
         mask_cache = cache
         if use_cache and cache is None and not (self.gradient_checkpointing and self.training):
             cache = DynamicCache(config=self.config)
@@ -302,6 +304,20 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
                 "with handle_long_generation='hole'"
             )
 
+    if CACHE == "past_key_values":  # transformers 5.17-5.23: generate() passes the cache by its old name
+
+        def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, past_key_values=None,
+                                          attention_mask=None, inputs_embeds=None, is_first_iteration=False, **kwargs):
+            inputs = super().prepare_inputs_for_generation(
+                input_ids, next_sequence_length=next_sequence_length, past_key_values=past_key_values,
+                attention_mask=attention_mask, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration,
+                **kwargs,
+            )
+            if "past_key_values" in inputs:
+                inputs["cache"] = inputs.pop("past_key_values")
+            return inputs
+
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,

@@ -35,6 +35,7 @@ from nanogpt2 import (
 )
 from nanogpt2.checkpoint import quiet_saves, save_model_checkpoint
 from nanogpt2.convert import gpt2_state_to_nanogpt2
+from nanogpt2.modeling_nanogpt2 import CACHE
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64)
 TIES = pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])  # config.tie_word_embeddings
@@ -540,3 +541,42 @@ def test_generate_compiles_its_static_cache_forward_with_inductor():
         assert torch.equal(model.generate(prompt, compile_config=compile_config, **options), eager)
     finally:
         torch._dynamo.reset()
+
+
+@TIES
+def test_the_old_cache_keyword_warns_once_and_equals_the_new_one(tie):
+    """`past_key_values=` (transformers' name before 5.24) is the same as `cache=`, with one FutureWarning, on every
+    supported transformers (transformers' own test_bc_cache_name_forward, plus a decoding step)."""
+    import warnings
+
+    from transformers import DynamicCache
+
+    model = tiny_variant(tie)
+    ids, step = torch.tensor([[5, 17, 42, 99]]), torch.tensor([[7]])
+    for module in (model, model.transformer):
+        results = {}
+        for name in ("cache", "past_key_values"):
+            with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+                warnings.simplefilter("always")
+                first = module(input_ids=ids, use_cache=True, **{name: DynamicCache(config=model.config)})
+                cache = getattr(first, CACHE)
+                second = module(input_ids=step, use_cache=True, **{name: cache})
+            deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+            assert len(deprecations) == (2 if name == "past_key_values" else 0), deprecations  # one per call
+            assert all("`past_key_values` is deprecated" in m and "`cache`" in m for m in deprecations)
+            results[name] = (first, second, cache.get_seq_length())
+        field = "logits" if module is model else "last_hidden_state"
+        for new, old in zip(results["cache"][:2], results["past_key_values"][:2]):
+            torch.testing.assert_close(getattr(old, field), getattr(new, field), rtol=0, atol=0)
+        assert results["cache"][2] == results["past_key_values"][2] == 5
+
+
+def test_generate_gives_no_deprecation_warning():
+    """transformers 5.17-5.23 generate() passes the cache as `past_key_values`: that must not warn."""
+    import warnings
+
+    model = tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = model.generate(torch.tensor([[5, 17, 42]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7)
