@@ -16,6 +16,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -25,8 +26,9 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
 from transformers.utils.deprecation import deprecate_kwarg
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.generic import TransformersKwargs, can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_nanogpt2 import NanoGPT2Config
@@ -36,6 +38,22 @@ from .configuration_nanogpt2 import NanoGPT2Config
 # `cache` everywhere and uses this one name where it meets transformers. A caller's `past_key_values=` works on
 # every version, with one FutureWarning (transformers' deprecate_kwarg, as its own models since 5.24).
 CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# What a forward takes through **kwargs: the keywords of transformers' TransformersKwargs (attention, flash-attention
+# varlen, output and loss keywords such as num_items_in_batch, which generate() and the Trainer pass), read from the
+# installed transformers (as names: typing.get_type_hints fails on them), and the debugging switches that
+# merge_with_config_defaults reads. Any other keyword (a typo such as `input_idz=`) is a TypeError, not ignored.
+KWARGS_KEYWORDS = frozenset(TransformersKwargs.__annotations__) | frozenset(FlashAttentionKwargs.__annotations__)
+KWARGS_KEYWORDS |= {"debug_io", "debug_io_dir", "prune_layers"}
+
+
+def refuse_unknown_keywords(kwargs: dict):
+    unknown = sorted(set(kwargs) - KWARGS_KEYWORDS)
+    if unknown:
+        what = "an unexpected keyword argument" if len(unknown) == 1 else "unexpected keyword arguments"
+        names = ", ".join(map(repr, unknown))
+        raise TypeError(f"NanoGPT2 forward() got {what} {names} (neither a forward argument nor a TransformersKwargs)")
+
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Plain softmax(QK^T * scaling + mask) V, used with attn_implementation="eager"."""
@@ -229,8 +247,9 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         token_type_ids: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        refuse_unknown_keywords(kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -329,7 +348,8 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        token_type_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
         (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
@@ -348,6 +368,7 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            token_type_ids=token_type_ids,
             return_dict=True,
             **kwargs,
         )

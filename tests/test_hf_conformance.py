@@ -387,6 +387,23 @@ def test_readme_using_the_model_examples_run(checkpoint, tmp_path):
                    else BLOCK_NANOGPT2 + example, cwd=tmp_path)
 
 
+def converted_gpt2(tie=True):
+    """A small random GPT2LMHeadModel (dropout 0) and the NanoGPT2ForCausalLM with its weights, tied or untied."""
+    from transformers import GPT2LMHeadModel
+
+    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(GPT2Config(**shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(**shape)).eval()
+    state = gpt2_state_to_nanogpt2(reference.state_dict())
+    if not tie:
+        state["lm_head.weight"] = reference.lm_head.weight
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == (["lm_head.weight"] if tie else []) and unexpected == [], (missing, unexpected)
+    assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+    return model, reference
+
+
 # -- return_dict=False (and config.return_dict=False) gives tuples on every head, as transformers' models do --
 ALL_HEADS = [NanoGPT2Model, NanoGPT2ForCausalLM, NanoGPT2ForSequenceClassification, NanoGPT2ForTokenClassification,
              NanoGPT2ForQuestionAnswering]
@@ -580,3 +597,59 @@ def test_generate_gives_no_deprecation_warning():
         warnings.simplefilter("error", FutureWarning)
         out = model.generate(torch.tensor([[5, 17, 42]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert out.shape == (1, 7)
+
+
+def test_every_generate_mode_passes_only_accepted_keywords():
+    """What generate() passes to forward, in each of its modes, gets through the unknown-keyword check."""
+    model = tiny_variant(True)
+    assistant = NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=1000,
+                                                   bos_token_id=0, eos_token_id=0)).eval()
+    ids = torch.tensor([[5, 17, 42, 99], [8, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    common = dict(max_new_tokens=3, pad_token_id=0, attention_mask=mask)
+    modes = [dict(do_sample=False), dict(do_sample=True), dict(num_beams=2), dict(cache_implementation="static"),
+             dict(output_attentions=True, output_hidden_states=True, output_scores=True, return_dict_in_generate=True),
+             dict(token_type_ids=torch.zeros_like(ids))]
+    for mode in modes:
+        model.generate(ids, **common, **mode)
+    model.generate(inputs_embeds=model.transformer.wte(ids), **common)
+    model.generate(ids[:1], max_new_tokens=3, pad_token_id=0, assistant_model=assistant)
+    model.generate(ids[:1], max_new_tokens=3, pad_token_id=0, prompt_lookup_num_tokens=2)
+
+
+@TIES
+@pytest.mark.parametrize("head", ALL_HEADS, ids=[h.__name__ for h in ALL_HEADS])
+def test_an_unknown_keyword_is_a_type_error(head, tie):
+    torch.manual_seed(0)
+    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0, tie_word_embeddings=tie)).eval()
+    ids = torch.tensor(IDS) % 1000
+    with pytest.raises(TypeError, match="unexpected keyword argument 'input_idz'"):
+        model(input_ids=ids, input_idz=ids)
+
+
+@TIES
+def test_transformers_keywords_still_pass(tie):
+    """Every keyword of transformers' TransformersKwargs (the attention / loss / output keywords that models take
+    through **kwargs, read on each transformers version) is accepted, and what the Trainer adds still works."""
+    from transformers.utils.generic import TransformersKwargs
+
+    model = tiny_variant(tie)
+    ids = torch.tensor(IDS) % 1000
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        passed = model(input_ids=ids, **dict.fromkeys(TransformersKwargs.__annotations__)).logits
+        loss = model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(5)).loss
+    torch.testing.assert_close(passed, expected, rtol=0, atol=0)
+    assert torch.isfinite(loss)
+
+
+@TIES
+def test_generate_with_token_type_ids_equals_gpt2(tie):
+    """generate() carries token_type_ids across steps (extended with the last type, sliced per step) as for
+    GPT2LMHeadModel."""
+    model, reference = converted_gpt2(tie)
+    ids, types = torch.tensor([[5, 17, 42, 99, 250, 7]]), torch.tensor([[0, 0, 0, 1, 1, 1]])
+    options = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = reference.generate(ids, token_type_ids=types, **options)
+    assert not torch.equal(expected, reference.generate(ids, **options))  # the types do change the tokens
+    assert torch.equal(model.generate(ids, token_type_ids=types, **options), expected)
