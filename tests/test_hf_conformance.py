@@ -409,11 +409,12 @@ ALL_HEADS = [NanoGPT2Model, NanoGPT2ForCausalLM, NanoGPT2ForSequenceClassificati
              NanoGPT2ForQuestionAnswering]
 
 
+@TIES
 @pytest.mark.parametrize("head", ALL_HEADS, ids=[h.__name__ for h in ALL_HEADS])
 @pytest.mark.parametrize("where", ["keyword", "config"])
-def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
+def test_return_dict_false_gives_a_tuple_on_every_head(head, where, tie):
     torch.manual_seed(0)
-    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0)).eval()
+    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0, tie_word_embeddings=tie)).eval()
     ids = torch.tensor(IDS) % 64
     options = dict(use_cache=False) if head in (NanoGPT2Model, NanoGPT2ForCausalLM) else {}
     with torch.no_grad():
@@ -427,15 +428,10 @@ def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
     torch.testing.assert_close(actual[0], expected[0], rtol=0, atol=0)
 
 
-def test_token_type_ids_add_their_embedding_as_in_gpt2():
+@TIES
+def test_token_type_ids_add_their_embedding_as_in_gpt2(tie):
     """GPT-2 adds wte(token_type_ids) to the input (GPT2Model.forward); nanogpt2 must not drop them."""
-    from transformers import GPT2LMHeadModel
-
-    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300)
-    torch.manual_seed(0)
-    reference = GPT2LMHeadModel(GPT2Config(**shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
-    model = NanoGPT2ForCausalLM(NanoGPT2Config(**shape)).eval()
-    model.load_state_dict(gpt2_state_to_nanogpt2(reference.state_dict()), strict=False)
+    model, reference = converted_gpt2(tie)
     ids = torch.tensor([[5, 17, 42, 99, 250, 7]])
     types = torch.tensor([[0, 0, 0, 1, 1, 1]])
     with torch.no_grad():
