@@ -18,11 +18,12 @@ test: setup
 	$(MAKE) test-floor
 
 # The lowest transformers that setup.cfg declares (the one GPU images ship), beside the newest in .venv:
-# the model, cache, save/load, trust_remote_code and conversion tests run under it too. It is installed
-# into a folder that shadows .venv's copy through PYTHONPATH, with the huggingface_hub 1.x it needs.
+# the model, cache, save/load, trust_remote_code, conversion and HF-conformance tests run under it too. It is
+# installed into a folder that shadows .venv's copy through PYTHONPATH, with the huggingface_hub 1.x it needs.
 TRANSFORMERS_FLOOR := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 FLOOR := .venv-floor
-FLOOR_TESTS := tests/test_model.py tests/test_configuration_nanogpt2.py tests/test_checkpoint.py tests/test_convert.py
+FLOOR_TESTS := tests/test_model.py tests/test_configuration_nanogpt2.py tests/test_checkpoint.py tests/test_convert.py \
+	tests/test_hf_conformance.py
 $(FLOOR)/.installed: setup.cfg | setup
 	rm -rf $(FLOOR)
 	$(PY) -m pip install -q --no-deps --target $(FLOOR) "transformers==$(TRANSFORMERS_FLOOR).*" \
@@ -32,7 +33,6 @@ $(FLOOR)/.installed: setup.cfg | setup
 test-floor: $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; assert t.__version__.startswith('$(TRANSFORMERS_FLOOR)'), t.__version__"
 	PYTHONPATH=$(FLOOR) $(PY) -m pytest -q $(FLOOR_TESTS)
-	PYTHONPATH=$(FLOOR) $(PY) -m pytest -q -m "not slow" tests/test_hf_conformance.py
 
 # Local copies of the data when ../shared/data exists (offline machines); otherwise downloaded once.
 SHARED ?= ../shared/data

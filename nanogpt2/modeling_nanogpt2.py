@@ -16,6 +16,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -25,15 +26,33 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.processing_utils import Unpack
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import TransformersKwargs, can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_nanogpt2 import NanoGPT2Config
 
 # transformers 5.24 renamed the KV cache `past_key_values` -> `cache` (forward argument, output field and
 # create_causal_mask keyword); 5.17-5.23 generate() passes and reads `past_key_values`. This file says
-# `cache` everywhere and uses this one name where it meets transformers.
+# `cache` everywhere and uses this one name where it meets transformers. A caller's `past_key_values=` works on
+# every version, with one FutureWarning (transformers' deprecate_kwarg, as its own models since 5.24).
 CACHE = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# What a forward takes through **kwargs: the keywords of transformers' TransformersKwargs (attention, flash-attention
+# varlen, output and loss keywords such as num_items_in_batch, which generate() and the Trainer pass), read from the
+# installed transformers (as names: typing.get_type_hints fails on them), and the debugging switches that
+# merge_with_config_defaults reads. Any other keyword (a typo such as `input_idz=`) is a TypeError, not ignored.
+KWARGS_KEYWORDS = frozenset(TransformersKwargs.__annotations__) | frozenset(FlashAttentionKwargs.__annotations__)
+KWARGS_KEYWORDS |= {"debug_io", "debug_io_dir", "prune_layers"}
+
+
+def refuse_unknown_keywords(kwargs: dict):
+    unknown = sorted(set(kwargs) - KWARGS_KEYWORDS)
+    if unknown:
+        what = "an unexpected keyword argument" if len(unknown) == 1 else "unexpected keyword arguments"
+        names = ", ".join(map(repr, unknown))
+        raise TypeError(f"NanoGPT2 forward() got {what} {names} (neither a forward argument nor a TransformersKwargs)")
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -202,6 +221,21 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.wte = new_embeddings
 
+    def check_context(self, position_ids: torch.Tensor, positions_end=None):
+        """One clear error for positions past the n_positions learned ones. The limit is on positions, not on the
+        row's length: a packed row of short documents may be longer. Where the bound needs a tensor read, it is
+        not checked under torch.compile (a data-dependent branch); generate() checks its length before it starts."""
+        if positions_end is None or isinstance(positions_end, torch.Tensor):
+            if torch.compiler.is_compiling() or position_ids.numel() == 0:
+                return
+            positions_end = int(position_ids.max()) + 1
+        if positions_end > self.config.n_positions:
+            raise ValueError(
+                f"position {positions_end - 1} is past the model's context (n_positions={self.config.n_positions}): "
+                f"truncate the input to at most {self.config.n_positions} tokens per document"
+            )
+
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -213,39 +247,41 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         token_type_ids: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        refuse_unknown_keywords(kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         seq_len = inputs_embeds.shape[1]
 
-        cache = cache if cache is not None else kwargs.pop("past_key_values", None)
+        # A cache made here holds nothing yet: the mask is built as without one, so that packed documents
+        # (position_ids restarting at 0, no attention_mask) are told apart as in training.
+        mask_cache = cache
         if use_cache and cache is None and not (self.gradient_checkpointing and self.training):
             cache = DynamicCache(config=self.config)
-        past_len = cache.get_seq_length() if cache is not None else 0
         # Plain causal attention over a fresh, unpadded batch (pretraining): no mask object, so SDPA keeps
         # is_causal=True, and transformers' packed-sequence detection (a host sync) never runs.
-        plain_causal = attention_mask is None and position_ids is None and cache is None
+        plain_causal = attention_mask is None and position_ids is None and mask_cache is None
         plain_causal = plain_causal and self.config._attn_implementation != "flex_attention"
-        if past_len + seq_len > self.config.n_positions:
-            raise ValueError(
-                f"sequence of {past_len + seq_len} tokens is longer than the model's context "
-                f"(n_positions={self.config.n_positions}); truncate the input"
-            )
-        if position_ids is None:
-            if attention_mask is not None and attention_mask.ndim == 2:
-                position_ids = position_ids_from_attention_mask(attention_mask, seq_len)
-            else:
-                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
+        positions_end = None  # one past the last position, where it is known without reading a tensor
+        if position_ids is None and (attention_mask is None or attention_mask.ndim != 2):
+            past_len = cache.get_seq_length() if cache is not None else 0
+            position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
+            positions_end = past_len + seq_len  # an int (a 0-d tensor for a static cache)
+        elif position_ids is None:
+            position_ids = position_ids_from_attention_mask(attention_mask, seq_len)
+        else:  # flash attention reads packed documents from the caller's positions
+            kwargs["position_ids"] = position_ids
+        self.check_context(position_ids, positions_end)
 
         mask = None if plain_causal else create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            **{CACHE: cache},
+            **{CACHE: mask_cache},
         )
         hidden_states = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:  # as GPT2Model: segment ids are embedded with the token table
@@ -255,6 +291,120 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             hidden_states = block(hidden_states, attention_mask=mask, cache=cache, **kwargs)
         hidden_states = self.ln_f(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache if use_cache else None})
+
+
+class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
+    """GPT-2 with its language-model head tied to the token embedding (stored once), or its own head where
+    config.tie_word_embeddings is False."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: NanoGPT2Config):
+        super().__init__(config)
+        self.transformer = NanoGPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Refuse, before generating anything, a request longer than the context of learned positions."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        if generation_config.max_length > self.config.n_positions:
+            new_tokens = generation_config.max_length - input_ids_length
+            raise ValueError(
+                f"prompt ({input_ids_length} tokens) + max_new_tokens ({new_tokens}) "
+                f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
+                "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
+                "with handle_long_generation='hole'"
+            )
+
+    if CACHE == "past_key_values":  # transformers 5.17-5.23: generate() passes the cache by its old name
+
+        def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, past_key_values=None,
+                                          attention_mask=None, inputs_embeds=None, is_first_iteration=False, **kwargs):
+            inputs = super().prepare_inputs_for_generation(
+                input_ids, next_sequence_length=next_sequence_length, past_key_values=past_key_values,
+                attention_mask=attention_mask, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration,
+                **kwargs,
+            )
+            if "past_key_values" in inputs:
+                inputs["cache"] = inputs.pop("past_key_values")
+            return inputs
+
+    @deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        token_type_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
+        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
+
+        Training with targets takes the fast path: no KV cache, and the loss is computed in chunks over
+        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32)."""
+        shift_labels = kwargs.pop("shift_labels", None)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        has_targets = labels is not None or shift_labels is not None
+        if has_targets and use_cache is None:
+            use_cache = False  # scoring whole sequences: nothing to cache
+        outputs = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            token_type_ids=token_type_ids,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        real_vocab = self.config.tokenizer_vocab_size
+
+        if has_targets and self.training:
+            if shift_labels is None:
+                shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch)
+            return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices])
+        if real_vocab < self.config.vocab_size:
+            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
+            logits[..., real_vocab:] = float("-inf")
+        loss = None
+        if has_targets:
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                shift_labels=None if shift_labels is None else shift_labels.contiguous(),
+                num_items_in_batch=num_items_in_batch,
+            )
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **{CACHE: getattr(outputs, CACHE)},
+        )
+
+
+# -- the language-model losses over the real vocabulary (training, chunked; HellaSwag scoring) ---------------
 
 
 def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
@@ -309,100 +459,6 @@ def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_
     total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100)
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return total / count
-
-
-class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
-    """GPT-2 with its language-model head tied to the token embedding (stored once)."""
-
-    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
-
-    def __init__(self, config: NanoGPT2Config):
-        super().__init__(config)
-        self.transformer = NanoGPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
-    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
-        """Refuse, before generating anything, a request longer than the context of learned positions."""
-        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
-        if generation_config.max_length > self.config.n_positions:
-            new_tokens = generation_config.max_length - input_ids_length
-            raise ValueError(
-                f"prompt ({input_ids_length} tokens) + max_new_tokens ({new_tokens}) "
-                f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
-                "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
-                "with handle_long_generation='hole'"
-            )
-
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
-        (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
-
-        Training with targets takes the fast path: no KV cache, and the loss is computed in chunks over
-        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32)."""
-        shift_labels = kwargs.pop("shift_labels", None)
-        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        has_targets = labels is not None or shift_labels is not None
-        if has_targets and use_cache is None:
-            use_cache = False  # scoring whole sequences: nothing to cache
-        outputs = self.transformer(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            return_dict=True,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state
-        real_vocab = self.config.tokenizer_vocab_size
-
-        if has_targets and self.training:
-            if shift_labels is None:
-                shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch)
-            return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices])
-        if real_vocab < self.config.vocab_size:
-            # Rows past the real vocabulary only pad the matmul: no token there may ever win.
-            logits[..., real_vocab:] = float("-inf")
-        loss = None
-        if has_targets:
-            loss = self.loss_function(
-                logits=logits,
-                labels=labels,
-                vocab_size=self.config.vocab_size,
-                shift_labels=None if shift_labels is None else shift_labels.contiguous(),
-                num_items_in_batch=num_items_in_batch,
-            )
-        return CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            **{CACHE: getattr(outputs, CACHE)},
-        )
 
 
 # -- the other GPT-2 heads (same parameter names and conventions as transformers' GPT2For*) -----------

@@ -35,8 +35,10 @@ from nanogpt2 import (
 )
 from nanogpt2.checkpoint import quiet_saves, save_model_checkpoint
 from nanogpt2.convert import gpt2_state_to_nanogpt2
+from nanogpt2.modeling_nanogpt2 import CACHE
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64)
+TIES = pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])  # config.tie_word_embeddings
 IDS = [[15496, 995, 11, 314, 716, 257]]
 
 
@@ -385,16 +387,34 @@ def test_readme_using_the_model_examples_run(checkpoint, tmp_path):
                    else BLOCK_NANOGPT2 + example, cwd=tmp_path)
 
 
+def converted_gpt2(tie=True):
+    """A small random GPT2LMHeadModel (dropout 0) and the NanoGPT2ForCausalLM with its weights, tied or untied."""
+    from transformers import GPT2LMHeadModel
+
+    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(GPT2Config(**shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(**shape)).eval()
+    state = gpt2_state_to_nanogpt2(reference.state_dict())
+    if not tie:
+        state["lm_head.weight"] = reference.lm_head.weight
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == (["lm_head.weight"] if tie else []) and unexpected == [], (missing, unexpected)
+    assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+    return model, reference
+
+
 # -- return_dict=False (and config.return_dict=False) gives tuples on every head, as transformers' models do --
 ALL_HEADS = [NanoGPT2Model, NanoGPT2ForCausalLM, NanoGPT2ForSequenceClassification, NanoGPT2ForTokenClassification,
              NanoGPT2ForQuestionAnswering]
 
 
+@TIES
 @pytest.mark.parametrize("head", ALL_HEADS, ids=[h.__name__ for h in ALL_HEADS])
 @pytest.mark.parametrize("where", ["keyword", "config"])
-def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
+def test_return_dict_false_gives_a_tuple_on_every_head(head, where, tie):
     torch.manual_seed(0)
-    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0)).eval()
+    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0, tie_word_embeddings=tie)).eval()
     ids = torch.tensor(IDS) % 64
     options = dict(use_cache=False) if head in (NanoGPT2Model, NanoGPT2ForCausalLM) else {}
     with torch.no_grad():
@@ -408,15 +428,10 @@ def test_return_dict_false_gives_a_tuple_on_every_head(head, where):
     torch.testing.assert_close(actual[0], expected[0], rtol=0, atol=0)
 
 
-def test_token_type_ids_add_their_embedding_as_in_gpt2():
+@TIES
+def test_token_type_ids_add_their_embedding_as_in_gpt2(tie):
     """GPT-2 adds wte(token_type_ids) to the input (GPT2Model.forward); nanogpt2 must not drop them."""
-    from transformers import GPT2LMHeadModel
-
-    shape = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=300)
-    torch.manual_seed(0)
-    reference = GPT2LMHeadModel(GPT2Config(**shape, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
-    model = NanoGPT2ForCausalLM(NanoGPT2Config(**shape)).eval()
-    model.load_state_dict(gpt2_state_to_nanogpt2(reference.state_dict()), strict=False)
+    model, reference = converted_gpt2(tie)
     ids = torch.tensor([[5, 17, 42, 99, 250, 7]])
     types = torch.tensor([[0, 0, 0, 1, 1, 1]])
     with torch.no_grad():
@@ -425,3 +440,212 @@ def test_token_type_ids_add_their_embedding_as_in_gpt2():
         plain = model(input_ids=ids).logits
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(actual, plain)
+
+
+# -- issue 23: packed batches, compiled static-cache generate, the old cache keyword, unknown keywords; each for the
+# tied head and the untied one (config.tie_word_embeddings=False) ----------------------------------------------------
+
+
+def tiny_variant(tie, **overrides):
+    model = tiny_model(tie_word_embeddings=tie, vocab_size=1000, bos_token_id=0, eos_token_id=0, **overrides)
+    assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+    return model
+
+
+def documents(lengths, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 1000, (n,), generator=generator) for n in lengths]
+
+
+@TIES
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_packed_batch_equals_its_documents_one_by_one(attn_implementation, tie):
+    """DataCollatorWithFlattening's one row (position_ids restarting at 0, no attention_mask) is longer than
+    n_positions=64; its loss is the token-weighted loss of the documents run alone, and no document sees another."""
+    from transformers import DataCollatorWithFlattening
+
+    model = tiny_variant(tie, attn_implementation=attn_implementation)
+    docs = documents([30, 50, 20, 45])
+    batch = DataCollatorWithFlattening()([{"input_ids": d.tolist()} for d in docs])
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, 145)
+    targets = sum(len(d) - 1 for d in docs)
+    for mode in ("eval", "train"):  # the loss_function path, then the chunked training path
+        model.train(mode == "train")
+        with torch.no_grad():
+            packed = model(**batch).loss
+            alone = sum(model(d[None], labels=d[None]).loss * (len(d) - 1) for d in docs) / targets
+        assert packed.item() == pytest.approx(alone.item(), abs=1e-5), mode
+    model.eval()
+    with torch.no_grad():  # logits too, with the model's defaults (use_cache=True)
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        expected = torch.cat([model(d[None]).logits[0] for d in docs])
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_a_packed_document_longer_than_the_context_is_a_clear_error():
+    model = tiny_model()
+    position_ids = torch.cat([torch.arange(10), torch.arange(70)])[None]
+    with pytest.raises(ValueError, match=r"position 69 .*n_positions=64"):
+        model(torch.zeros(1, 80, dtype=torch.long), position_ids=position_ids)
+
+
+@TIES
+def test_sft_with_the_flattening_collator_in_the_trainer(tie, tmp_path):
+    """SFT-style fine-tuning (prompt tokens masked with -100) with transformers' padding-free collator in the
+    HF Trainer: each step's row (4 documents of 40 tokens) is longer than n_positions, and the loss falls."""
+    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
+
+    model = tiny_variant(tie).train()
+    seen = []
+    model.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["position_ids"], kwargs["attention_mask"])), with_kwargs=True)
+    examples = []
+    for doc in documents([40] * 8, seed=1):
+        labels = doc.clone()
+        labels[:10] = -100  # the prompt
+        examples.append({"input_ids": doc.tolist(), "labels": labels.tolist()})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, learning_rate=1e-2,
+                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=DataCollatorWithFlattening())
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses))), losses
+    assert losses[-1] < losses[0], losses
+    assert len(seen) == 6 and all(positions.shape == (1, 160) and mask is None for positions, mask in seen)
+
+
+@TIES
+def test_static_cache_generate_compiles_fullgraph_and_equals_eager(tie):
+    """generate(cache_implementation="static") with the forward under torch.compile(fullgraph=True): no graph break
+    (a data-dependent branch on the cache length would be one), one graph for the prompt and one reused by every
+    decoding step, and the same greedy tokens as eager."""
+    from torch._dynamo.testing import CompileCounter
+
+    model = tiny_variant(tie)
+    prompt = torch.tensor([[15, 27, 300, 4, 9, 61]]) % 1000
+    options = dict(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0)
+    eager = model.generate(prompt, **options)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model.forward = torch.compile(model.forward, fullgraph=True, backend=counter)
+    try:
+        compiled = model.generate(prompt, **options)
+    finally:
+        del model.forward
+        torch._dynamo.reset()
+    assert torch.equal(compiled, eager)
+    assert counter.frame_count == 2, counter.frame_count  # prefill, then one graph for all 7 decoding steps
+
+
+@pytest.mark.slow
+def test_generate_compiles_its_static_cache_forward_with_inductor():
+    """generate()'s own compiled path (what it does on a GPU with a static cache), made to run on CPU: the forward
+    through inductor with fullgraph=True gives eager's greedy tokens."""
+    from transformers import CompileConfig
+
+    model = tiny_variant(True)
+    prompt = torch.tensor([[15, 27, 300, 4, 9, 61]])
+    options = dict(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0)
+    eager = model.generate(prompt, **options)
+    compile_config = CompileConfig(fullgraph=True, mode="default")
+    compile_config._compile_all_devices = True  # transformers compiles on accelerators only, unless told so
+    torch._dynamo.reset()
+    try:
+        assert torch.equal(model.generate(prompt, compile_config=compile_config, **options), eager)
+    finally:
+        torch._dynamo.reset()
+
+
+@TIES
+def test_the_old_cache_keyword_warns_once_and_equals_the_new_one(tie):
+    """`past_key_values=` (transformers' name before 5.24) is the same as `cache=`, with one FutureWarning, on every
+    supported transformers (transformers' own test_bc_cache_name_forward, plus a decoding step)."""
+    import warnings
+
+    from transformers import DynamicCache
+
+    model = tiny_variant(tie)
+    ids, step = torch.tensor([[5, 17, 42, 99]]), torch.tensor([[7]])
+    for module in (model, model.transformer):
+        results = {}
+        for name in ("cache", "past_key_values"):
+            with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+                warnings.simplefilter("always")
+                first = module(input_ids=ids, use_cache=True, **{name: DynamicCache(config=model.config)})
+                cache = getattr(first, CACHE)
+                second = module(input_ids=step, use_cache=True, **{name: cache})
+            deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+            assert len(deprecations) == (2 if name == "past_key_values" else 0), deprecations  # one per call
+            assert all("`past_key_values` is deprecated" in m and "`cache`" in m for m in deprecations)
+            results[name] = (first, second, cache.get_seq_length())
+        field = "logits" if module is model else "last_hidden_state"
+        for new, old in zip(results["cache"][:2], results["past_key_values"][:2]):
+            torch.testing.assert_close(getattr(old, field), getattr(new, field), rtol=0, atol=0)
+        assert results["cache"][2] == results["past_key_values"][2] == 5
+
+
+def test_generate_gives_no_deprecation_warning():
+    """transformers 5.17-5.23 generate() passes the cache as `past_key_values`: that must not warn."""
+    import warnings
+
+    model = tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = model.generate(torch.tensor([[5, 17, 42]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7)
+
+
+def test_every_generate_mode_passes_only_accepted_keywords():
+    """What generate() passes to forward, in each of its modes, gets through the unknown-keyword check."""
+    model = tiny_variant(True)
+    assistant = NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=1000,
+                                                   bos_token_id=0, eos_token_id=0)).eval()
+    ids = torch.tensor([[5, 17, 42, 99], [8, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    common = dict(max_new_tokens=3, pad_token_id=0, attention_mask=mask)
+    modes = [dict(do_sample=False), dict(do_sample=True), dict(num_beams=2), dict(cache_implementation="static"),
+             dict(output_attentions=True, output_hidden_states=True, output_scores=True, return_dict_in_generate=True),
+             dict(token_type_ids=torch.zeros_like(ids))]
+    for mode in modes:
+        model.generate(ids, **common, **mode)
+    model.generate(inputs_embeds=model.transformer.wte(ids), **common)
+    model.generate(ids[:1], max_new_tokens=3, pad_token_id=0, assistant_model=assistant)
+    model.generate(ids[:1], max_new_tokens=3, pad_token_id=0, prompt_lookup_num_tokens=2)
+
+
+@TIES
+@pytest.mark.parametrize("head", ALL_HEADS, ids=[h.__name__ for h in ALL_HEADS])
+def test_an_unknown_keyword_is_a_type_error(head, tie):
+    torch.manual_seed(0)
+    model = head(NanoGPT2Config(**TINY, num_labels=3, pad_token_id=0, tie_word_embeddings=tie)).eval()
+    ids = torch.tensor(IDS) % 1000
+    with pytest.raises(TypeError, match="unexpected keyword argument 'input_idz'"):
+        model(input_ids=ids, input_idz=ids)
+
+
+@TIES
+def test_transformers_keywords_still_pass(tie):
+    """Every keyword of transformers' TransformersKwargs (the attention / loss / output keywords that models take
+    through **kwargs, read on each transformers version) is accepted, and what the Trainer adds still works."""
+    from transformers.utils.generic import TransformersKwargs
+
+    model = tiny_variant(tie)
+    ids = torch.tensor(IDS) % 1000
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        passed = model(input_ids=ids, **dict.fromkeys(TransformersKwargs.__annotations__)).logits
+        loss = model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(5)).loss
+    torch.testing.assert_close(passed, expected, rtol=0, atol=0)
+    assert torch.isfinite(loss)
+
+
+@TIES
+def test_generate_with_token_type_ids_equals_gpt2(tie):
+    """generate() carries token_type_ids across steps (extended with the last type, sliced per step) as for
+    GPT2LMHeadModel."""
+    model, reference = converted_gpt2(tie)
+    ids, types = torch.tensor([[5, 17, 42, 99, 250, 7]]), torch.tensor([[0, 0, 0, 1, 1, 1]])
+    options = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = reference.generate(ids, token_type_ids=types, **options)
+    assert not torch.equal(expected, reference.generate(ids, **options))  # the types do change the tokens
+    assert torch.equal(model.generate(ids, token_type_ids=types, **options), expected)
