@@ -8,6 +8,7 @@ This file imports only transformers, torch and its sibling config (relatively), 
 checkpoint loads with `trust_remote_code=True` where nanogpt2 is not installed.
 """
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -311,17 +312,21 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
-        """Refuse, before generating anything, a request longer than the context of learned positions."""
-        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
-        if generation_config.max_length > self.config.n_positions:
-            new_tokens = generation_config.max_length - input_ids_length
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate`, refusing before any forward a request longer than the learned positions."""
+        config = copy.deepcopy(generation_config or self.generation_config)
+        config.update(**{key: value for key, value in kwargs.items() if key in ("max_length", "max_new_tokens")})
+        prompt = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        prompt_length = prompt.shape[1] if prompt is not None else 0
+        length = prompt_length + config.max_new_tokens if config.max_new_tokens is not None else config.max_length
+        if length > self.config.n_positions:
             raise ValueError(
-                f"prompt ({input_ids_length} tokens) + max_new_tokens ({new_tokens}) "
+                f"prompt ({prompt_length} tokens) + max_new_tokens ({length - prompt_length}) "
                 f"exceeds the context of {self.config.n_positions} positions; shorten the prompt (tokenizer "
                 "truncation_side='left', max_length=...) or lower max_new_tokens; pipelines crop the prompt "
                 "with handle_long_generation='hole'"
             )
+        return super().generate(inputs, generation_config, **kwargs)
 
     if CACHE == "past_key_values":  # transformers 5.17-5.23: generate() passes the cache by its old name
 
