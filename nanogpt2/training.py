@@ -355,6 +355,9 @@ class PretrainingLoop:
                       "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
             if utilisation is not None:
                 record["mfu"] = utilisation
+            skipped = self.train_loader.state_dict().get("skipped_rows")  # streamed rows without text, so far
+            if skipped:
+                record["skipped_rows"] = skipped
             self.metrics.write(record)
             self.accelerator.log(tracker_values(record), step=self.step)
         postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
