@@ -22,6 +22,7 @@ import torch
 from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
+from . import fileio
 from .convert import load_pretrained
 from .data import BatchPrefetcher
 from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
@@ -37,7 +38,7 @@ from .run_config import (
     gradient_accumulation_steps,
     steps_for_epochs,
 )
-from .run_dir import MetricsLog, resume_target
+from .run_dir import MetricsLog, OutputDirLock, list_checkpoints, resume_target
 from .run_setup import build_accelerator, build_loaders, model_config, run_tokenizer
 
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
@@ -77,11 +78,13 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        again = bool(self.received)  # a second SIGTERM (a scheduler repeating itself) changes nothing
+        self.received = self.received or signum
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt now
         if os.environ.get("RANK", "0") == "0":  # every process of a launch gets the signal: one says so
-            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
-                  "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name} {'again: still saving' if again else 'received: saving'} a "
+                  "checkpoint at the end of this step (Ctrl-C again to stop without saving)", file=sys.stderr,
+                  flush=True)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
@@ -93,12 +96,42 @@ class PretrainingLoop:
     settings borrow TrainingArguments' names and meanings."""
 
     def __init__(self, config: RunConfig, accelerator=None):
-        from accelerate.utils import set_seed
-
         self.config = config
         self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
+        # One run at a time per --output_dir: the lock is held from here to the end of train().
+        self.lock = self._lock_output_dir()
+        try:
+            self._set_up(config)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _lock_output_dir(self) -> OutputDirLock:
+        """The main process takes the output directory's lock; every process stops if it could not."""
+        acc = self.accelerator
+        fileio.check_output_dir(self.output_dir, "--output_dir", overwrite=True)  # a file, not writable: first
+        lock, refusal = OutputDirLock(self.output_dir), None
+        if acc.is_main_process:
+            try:
+                lock.acquire()
+            except PreflightError as error:
+                refusal = error
+        if acc.num_processes > 1:
+            failed = torch.tensor([int(refusal is not None)], device=self.device)
+            torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+            if failed.item() and refusal is None:
+                lock.release()
+                refusal = PreflightError(f"--output_dir {self.output_dir} is in use by another run")
+        if refusal is not None:
+            raise refusal
+        return lock
+
+    def _set_up(self, config: RunConfig) -> None:
+        from accelerate.utils import set_seed
+
+        acc = self.accelerator
         # Cheap checks first, each before anything is written or downloaded.
         resume = resume_target(config.resume_from_checkpoint, self.output_dir)
         check_output_dir(self.output_dir, resuming=resume is not None, overwrite=config.overwrite_output_dir)
@@ -142,7 +175,7 @@ class PretrainingLoop:
             self.step, self.tokens_seen = self.checkpoints.load()
         self.checkpoints.prepare_output_dir()
         self.metrics = MetricsLog(self.output_dir, acc.is_main_process,
-                                  self.step if resume is not None else None)
+                                  self.step if resume is not None else None, checkpoint=resume)
         if config.report_to != "none":
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
                                                    if isinstance(v, (int, float, str, bool))},
@@ -298,17 +331,29 @@ class PretrainingLoop:
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
         try:
-            with StopSignals() as signals:
-                last_checkpoint = self._train_steps(bar, signals)
-        finally:  # also on an error: the error line starts on a line of its own
-            bar.close()
-            self.train_loader.close()
-            self.checkpoints.finish_uploads()
-        if last_checkpoint is None:  # resumed at the end already
-            last_checkpoint = self.checkpoints.directory(self.step)
-        self.checkpoints.push_final(last_checkpoint, self.step, self.tokens_seen)
-        acc.end_training()
+            try:
+                with StopSignals() as signals:
+                    last_checkpoint = self._train_steps(bar, signals)
+            except KeyboardInterrupt:  # Ctrl-C twice: stopped at once, without saving
+                raise self._interrupted_without_saving() from None
+            finally:  # also on an error: the error line starts on a line of its own
+                bar.close()
+                self.train_loader.close()
+                self.checkpoints.finish_uploads()
+            if last_checkpoint is None:  # resumed at the end already
+                last_checkpoint = self.checkpoints.directory(self.step)
+            self.checkpoints.push_final(last_checkpoint, self.step, self.tokens_seen)
+            acc.end_training()
+        finally:
+            self.lock.release()
         return last_checkpoint
+
+    def _interrupted_without_saving(self) -> TrainingInterrupted:
+        """The second Ctrl-C's message: what is kept (a save it cut short is swept at the next start)."""
+        kept = list_checkpoints(self.output_dir)
+        where = (f"the last complete checkpoint is {kept[-1][1]}; resume with the same command plus "
+                 "--resume_from_checkpoint latest" if kept else "no checkpoint was saved")
+        return TrainingInterrupted(f"SIGINT twice at step {self.step}: stopped without saving; {where}", signal.SIGINT)
 
     def _train_steps(self, bar, signals: StopSignals) -> Path | None:
         """Each step: train, log, evaluate (every --eval_steps), save (every --save_steps), stop (on a signal)."""
@@ -327,6 +372,8 @@ class PretrainingLoop:
                 self._evaluate_or_save(bar, final=done, save=save)
             if save or signum:
                 last_checkpoint = self.checkpoints.save(self.step, self.tokens_seen)
+                # a signal that came during the save (or the evaluation) stops now, the checkpoint just written kept
+                signum = signum or (self._agree_on_stop(signals, data_checked=False) if not done else 0)
             if signum:
                 name = signal.Signals(signum).name
                 raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "

@@ -124,3 +124,202 @@ def test_streamed_run_with_rows_without_text_completes(tmp_path, capsys):
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2]
     assert records[-2]["skipped_rows"] == 2  # the last train record (the last line is the evaluation)
     assert sum("warning: skipping streamed rows" in line for line in result.stderr.splitlines()) == 1
+
+
+# -- (b) a run directory cut by a kill at any byte resumes ------------------------------------------
+def records_file(path: Path, records: list[dict]) -> bytes:
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+METRICS_RECORDS = [{"step": s, "tokens": 256 * s, "train_loss": 11.0 - s / 10, "lr": 0.001} for s in range(1, 7)] + [
+    {"step": 4, "tokens": 1024, "val_loss": 10.5, "val_tokens": 128}]
+METRICS_RECORDS.sort(key=lambda r: r["step"])
+
+
+def test_metrics_cut_at_any_byte_resume_keeps_every_record_up_to_the_checkpoint(tmp_path, capsys):
+    from nanogpt2.run_dir import MetricsLog, read_metrics
+
+    run, checkpoint = tmp_path / "run", tmp_path / "run" / "checkpoint-4"
+    kept = [r for r in METRICS_RECORDS if r["step"] <= 4]
+    records_file(checkpoint / "training_state" / "metrics.jsonl", kept)  # the copy saved with checkpoint-4
+    data = records_file(run / "metrics.jsonl", METRICS_RECORDS)
+    for cut in range(len(data) + 1):
+        (run / "metrics.jsonl").write_bytes(data[:cut])
+        MetricsLog(run, True, 4, checkpoint=checkpoint)
+        assert read_metrics(run) == kept, cut
+    broken = data.replace(b'"step": 2', b'"step": 2\x00', 1)  # a line damaged in the middle of the file
+    (run / "metrics.jsonl").write_bytes(broken)
+    MetricsLog(run, True, 4, checkpoint=checkpoint)
+    assert read_metrics(run) == kept
+    assert "restored from" in capsys.readouterr().err
+
+
+def test_config_cut_at_any_byte_keeps_the_resume_history(tmp_path, capsys):
+    from nanogpt2.run_dir import read_run_config, resume_history
+
+    run, checkpoint = tmp_path / "run", tmp_path / "run" / "checkpoint-4"
+    history = [{"step": 2, "checkpoint": "run/checkpoint-2", "changed": {}}]
+    (checkpoint / "training_state").mkdir(parents=True)
+    (checkpoint / "training_state" / "trainer_state.json").write_text(json.dumps({"step": 4, "resumes": history}))
+    data = json.dumps({"seed": 1, "resumes": history}, indent=2).encode()
+    for cut in range(len(data)):
+        (run / "config.json").write_bytes(data[:cut])
+        with pytest.raises(DataError, match="config.json is not valid JSON"):
+            read_run_config(run)
+        assert resume_history(run, checkpoint) == history, cut
+        assert resume_history(run, None) == []
+    assert "config.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_what_a_kill_left_is_swept_and_a_moved_aside_checkpoint_comes_back(tmp_path):
+    import subprocess
+    import sys
+
+    from nanogpt2.run_dir import sweep_unfinished_saves
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    run = tmp_path / "run"
+    (run / ".tmp-checkpoint-6" / "training_state").mkdir(parents=True)  # a save cut by the kill
+    (run / ".tmp-checkpoint-6" / "model.safetensors").write_bytes(b"\x10\x00")
+    (run / f".tmp-{dead}-config.json").write_text('{"se')  # config.json being replaced
+    (run / f".tmp-{dead}-metrics.jsonl").write_text('{"step": 1}\n')  # metrics.jsonl being rewritten on resume
+    (run / f".tmp-{dead}-old-checkpoint-4").mkdir()  # checkpoint-4 moved aside to be replaced by a new save
+    (run / f".tmp-{dead}-old-checkpoint-4" / "config.json").write_text("{}")
+    (run / "notes.md").write_text("mine")
+    sweep_unfinished_saves(run)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-4", "notes.md"]
+    assert (run / "checkpoint-4" / "config.json").read_text() == "{}"
+
+
+# -- (d) a checkpoint damaged after its save ---------------------------------------------------------
+def fake_checkpoint(run: Path, step: int, with_checksums: bool = True) -> Path:
+    """A checkpoint directory as run_checkpoints writes it (small files): real safetensors, trainer state."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nanogpt2.run_dir import write_checksums
+
+    checkpoint = run / f"checkpoint-{step}"
+    (checkpoint / "training_state").mkdir(parents=True)
+    save_file({"w": torch.arange(64, dtype=torch.float32)}, checkpoint / "model.safetensors")
+    save_file({"w": torch.arange(64, dtype=torch.float32)}, checkpoint / "training_state" / "model.safetensors")
+    torch.save({"state": {0: torch.ones(8)}}, checkpoint / "training_state" / "optimizer.bin")
+    (checkpoint / "training_state" / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "nanogpt2"}))
+    if with_checksums:
+        write_checksums(checkpoint)
+    return checkpoint
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "training_state/optimizer.bin",
+                                  "training_state/model.safetensors"])
+def test_a_checkpoint_file_cut_at_any_byte_or_changed_is_found(tmp_path, name):
+    from nanogpt2.run_dir import checkpoint_damage
+
+    checkpoint = fake_checkpoint(tmp_path / "run", 4)
+    file = checkpoint / name
+    data = file.read_bytes()
+    assert checkpoint_damage(checkpoint) is None
+    for cut in range(0, len(data), 7):
+        file.write_bytes(data[:cut])
+        assert "cut short" in checkpoint_damage(checkpoint), cut
+    changed = bytearray(data)
+    changed[len(data) // 2] ^= 1
+    file.write_bytes(bytes(changed))
+    assert checkpoint_damage(checkpoint) == f"{name} changed since it was saved (sha256 differs)"
+    file.unlink()
+    assert checkpoint_damage(checkpoint) == f"{name} is missing"
+
+
+def test_a_checkpoint_without_checksums_cut_at_any_byte_is_found(tmp_path):
+    from nanogpt2.run_dir import checkpoint_damage
+
+    checkpoint = fake_checkpoint(tmp_path / "run", 4, with_checksums=False)
+    data = (checkpoint / "model.safetensors").read_bytes()
+    assert checkpoint_damage(checkpoint) is None
+    for cut in range(len(data)):
+        (checkpoint / "model.safetensors").write_bytes(data[:cut])
+        assert checkpoint_damage(checkpoint).startswith("model.safetensors "), cut
+
+
+def test_resume_latest_skips_a_damaged_checkpoint_and_a_named_one_is_refused(tmp_path, capsys):
+    from nanogpt2.errors import PreflightError
+    from nanogpt2.run_dir import resume_target
+
+    run = tmp_path / "run"
+    for step in (2, 4, 6):
+        fake_checkpoint(run, step)
+    for step in (4, 6):
+        with open(run / f"checkpoint-{step}" / "model.safetensors", "r+b") as f:
+            f.truncate(100)
+    assert resume_target("latest", run) == run / "checkpoint-2"
+    warning = capsys.readouterr().err
+    assert "checkpoint-6 is damaged (model.safetensors has 100 bytes" in warning
+    assert f"resuming from {run / 'checkpoint-2'}, the newest intact checkpoint" in warning
+    with pytest.raises(PreflightError, match=f"resume from {run / 'checkpoint-2'}, the previous intact checkpoint"):
+        resume_target(str(run / "checkpoint-6"), run)
+    with open(run / "checkpoint-2" / "training_state" / "optimizer.bin", "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(PreflightError, match="every checkpoint of .* is damaged"):
+        resume_target("latest", run)
+
+
+# -- (c) one run per output directory ---------------------------------------------------------------
+def test_a_second_run_into_a_locked_output_dir_is_refused_at_start(tmp_path, capsys, tinyshakespeare_file):
+    from user_errors import assert_user_error, snapshot
+
+    from nanogpt2.run_dir import OutputDirLock
+
+    run = tmp_path / "run"
+    holder = OutputDirLock(run).acquire()  # the first run, still writing
+    try:
+        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+        before = snapshot(run)
+        for extra in ([], ["--resume_from_checkpoint", "latest"], ["--overwrite_output_dir"]):
+            result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--max_steps", "1",
+                                            "--output_dir", run, *extra], capsys)
+            line = assert_user_error(result, f"--output_dir {run} is in use by another run",
+                                     f"process {__import__('os').getpid()}", before=before, roots=[run])
+            assert "pass another --output_dir" in line
+    finally:
+        holder.release()
+    assert not (run / ".nanogpt2.lock").exists()
+
+
+def test_a_killed_runs_lock_is_not_stuck(tmp_path):
+    import os
+    import signal
+    import time
+
+    from nanogpt2.run_dir import OutputDirLock
+
+    run = tmp_path / "run"
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the run that gets killed, holding the lock
+        try:
+            OutputDirLock(run).acquire()
+            os.write(ready_write, b"x")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.read(ready_read, 1)
+    with pytest.raises(Exception, match="in use by another run"):
+        OutputDirLock(run).acquire()
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    assert (run / ".nanogpt2.lock").exists()  # left by the kill, but not held: the OS released the flock
+    lock = OutputDirLock(run).acquire()
+    lock.release()
+    assert not (run / ".nanogpt2.lock").exists() and run.is_dir()
+
+
+def test_a_run_refused_at_start_leaves_no_lock_and_no_directory(tmp_path, capsys, tinyshakespeare_file):
+    result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", tmp_path / "new",
+                                    "--resume_from_checkpoint", "latest"], capsys)
+    assert result.returncode == 1 and "holds no checkpoint" in result.stderr
+    assert not (tmp_path / "new").exists()
