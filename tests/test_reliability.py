@@ -112,6 +112,7 @@ def test_hub_streamed_rows_without_text_are_skipped_in_validation_and_training(t
     assert sorted(documents[:-1]) == sorted(good - set(validation_texts))
 
 
+@pytest.mark.slow
 def test_streamed_run_with_rows_without_text_completes(tmp_path, capsys):
     """The issue's case, small: a streamed local file whose rows 5 (taken for validation), 400 (in the shuffle
     buffer) and 1,005 (read past the 1,000 rows of the buffer) have no text trains to its last step and
@@ -323,3 +324,201 @@ def test_a_run_refused_at_start_leaves_no_lock_and_no_directory(tmp_path, capsys
                                     "--resume_from_checkpoint", "latest"], capsys)
     assert result.returncode == 1 and "holds no checkpoint" in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+# -- end to end: resume after a kill, a damaged checkpoint, signals during a save ---------------------
+RUN = TINY + ["--total_batch_size", "128", "--max_steps", "4", "--save_steps", "2"]
+
+
+def train_records(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["train_loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if "train_loss" in r]
+
+
+def pretrain_main(args) -> int:
+    """run_pretrain.main(args) in this process."""
+    import importlib.util
+
+    from test_pretrain import REPO
+
+    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tinyshakespeare_file):
+    """4 uninterrupted steps, checkpoints 2 and 4: what every resumed run must reproduce bit for bit."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert pretrain_main(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run]) == 0
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    return run
+
+
+def copy_run(reference: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def cut(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(at)
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_any_file_resumes_exactly(reference_run, tmp_path, capsys, tinyshakespeare_file):
+    """The kill came while checkpoint-4 was being written (its model.safetensors cut), with metrics.jsonl and
+    config.json cut short too (at bytes inside the first record and the middle): `latest` resumes checkpoint-2
+    and the run reproduces the uninterrupted one bit for bit, its metrics of steps 1-2 restored."""
+    import os
+    import subprocess
+    import sys
+
+    from nanogpt2.run_dir import checkpoint_damage
+
+    run = copy_run(reference_run, tmp_path)
+    os.replace(run / "checkpoint-4", run / ".tmp-checkpoint-4")
+    cut(run / ".tmp-checkpoint-4" / "model.safetensors", 1234)
+    cut(run / "metrics.jsonl", 40)
+    cut(run / "config.json", (run / "config.json").stat().st_size // 2)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (run / f".tmp-{dead}-metrics.jsonl").write_text("{")
+    capsys.readouterr()
+    code = pretrain_main(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run,
+                                "--resume_from_checkpoint", "latest"])
+    err = capsys.readouterr().err
+    assert code == 0, err[-3000:]
+    assert train_records(run) == train_records(reference_run)
+    assert "config.json is not valid JSON" in err and "restored from" in err
+    assert json.loads((run / "config.json").read_text())["resumes"][0]["step"] == 2
+    assert not list(run.glob(".tmp-*")) and checkpoint_damage(run / "checkpoint-4") is None
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_skipped_by_latest_and_refused_by_name(reference_run, tmp_path, capsys,
+                                                                       tinyshakespeare_file, hellaswag_file):
+    from user_errors import assert_user_error, snapshot
+    from user_errors import run_in_process as run_cli_in_process
+
+    run = copy_run(reference_run, tmp_path)
+    optimizer = run / "checkpoint-4" / "training_state" / "optimizer.bin"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2] ^= 0x40  # a flipped bit: still a loadable file, only the checksum can tell
+    optimizer.write_bytes(bytes(data))
+    args = RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run]
+    before = snapshot(run)
+    result = run_in_process(args + ["--resume_from_checkpoint", run / "checkpoint-4"], capsys)
+    assert_user_error(result, f"--resume_from_checkpoint {run / 'checkpoint-4'} is damaged",
+                      "training_state/optimizer.bin changed since it was saved",
+                      f"resume from {run / 'checkpoint-2'}, the previous intact checkpoint", before=before,
+                      roots=[run])
+    model = run / "checkpoint-4" / "model.safetensors"
+    weights = bytearray(model.read_bytes())
+    weights[-3] ^= 0x01
+    model.write_bytes(bytes(weights))
+    for command in (["eval_hellaswag.py", "--model", run / "checkpoint-4", "--data_file", hellaswag_file, "--limit",
+                     "2"],
+                    ["-m", "nanogpt2.convert", "to-gpt2", run / "checkpoint-4", tmp_path / "converted"]):
+        result = run_cli_in_process(command)
+        assert_user_error(result, "model.safetensors changed since it was saved", str(run / "checkpoint-2"))
+    assert not (tmp_path / "converted").exists()
+
+    capsys.readouterr()
+    assert pretrain_main(args + ["--resume_from_checkpoint", "latest"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint-4 is damaged (model.safetensors changed since it was saved" in err
+    assert f"resuming from {run / 'checkpoint-2'}, the newest intact checkpoint" in err
+    assert train_records(run) == train_records(reference_run)  # and checkpoint-4 is written again, whole
+    from nanogpt2.run_dir import checkpoint_damage
+
+    assert checkpoint_damage(run / "checkpoint-4") is None
+
+
+def signal_during_saves(monkeypatch, signals: list[int], after_step: int | None = None, first: int | None = None):
+    """Each checkpoint write sends itself the next of `signals` (while its model files are written); with
+    `after_step`, `first` is sent as that step is logged."""
+    import os
+
+    import nanogpt2.run_checkpoints as run_checkpoints
+    from nanogpt2.training import PretrainingLoop
+
+    write = run_checkpoints.write_model_files
+
+    def write_and_signal(*args, **kwargs):
+        if signals:
+            os.kill(os.getpid(), signals.pop(0))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(run_checkpoints, "write_model_files", write_and_signal)
+    if after_step is not None:
+        log_step = PretrainingLoop.log_step
+
+        def log_and_signal(self, *args):
+            log_step(self, *args)
+            if self.step == after_step:
+                os.kill(os.getpid(), first)
+
+        monkeypatch.setattr(PretrainingLoop, "log_step", log_and_signal)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_checkpoint_write_stops_after_it_and_resumes_exactly(reference_run, tmp_path, capsys,
+                                                                              monkeypatch, tinyshakespeare_file):
+    import signal
+
+    from nanogpt2.run_dir import checkpoint_damage
+
+    run = tmp_path / "run"
+    args = RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run]
+    signal_during_saves(monkeypatch, [signal.SIGTERM])
+    result = run_in_process(args, capsys)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("stopped:")]
+    assert stopped == [f"stopped: SIGTERM after step 2: saved {run / 'checkpoint-2'}; resume with the same command "
+                       "plus --resume_from_checkpoint latest"]
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # no step 3 after the signal
+    assert checkpoint_damage(run / "checkpoint-2") is None and not (run / ".nanogpt2.lock").exists()
+    monkeypatch.undo()
+    assert pretrain_main(args + ["--resume_from_checkpoint", "latest"]) == 0
+    assert train_records(run) == train_records(reference_run)
+
+
+def test_a_second_sigterm_during_the_emergency_save_changes_nothing(tmp_path, capsys, monkeypatch,
+                                                                    tinyshakespeare_file):
+    import signal
+
+    from nanogpt2.run_dir import checkpoint_damage
+
+    run = tmp_path / "run"
+    signal_during_saves(monkeypatch, [signal.SIGTERM], after_step=1, first=signal.SIGTERM)
+    result = run_in_process(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run], capsys)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "SIGTERM again: still saving" in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("stopped:")] == [
+        f"stopped: SIGTERM after step 1: saved {run / 'checkpoint-1'}; resume with the same command plus "
+        "--resume_from_checkpoint latest"]
+    assert checkpoint_damage(run / "checkpoint-1") is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_the_emergency_save_keeps_the_last_complete_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                                   tinyshakespeare_file):
+    import signal
+
+    from nanogpt2.run_dir import checkpoint_damage
+
+    run = tmp_path / "run"
+    args = RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run, "--save_steps", "1"]
+    signal_during_saves(monkeypatch, [0, signal.SIGINT], after_step=2, first=signal.SIGINT)  # 0: no signal
+    result = run_in_process(args, capsys)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("stopped:")] == [
+        f"stopped: SIGINT twice at step 2: stopped without saving; the last complete checkpoint is "
+        f"{run / 'checkpoint-1'}; resume with the same command plus --resume_from_checkpoint latest"]
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert checkpoint_damage(run / "checkpoint-1") is None and not (run / ".nanogpt2.lock").exists()
