@@ -29,7 +29,7 @@ from .errors import DivergenceError, PreflightError, TrainingError, TrainingInte
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
-from .preflight import BackgroundCheck, check_hellaswag, check_output_dir
+from .preflight import BackgroundCheck, check_hellaswag, check_numbers, check_output_dir
 from .prepare import verify_prepared
 from .run_checkpoints import RunCheckpoints
 from .run_config import (
@@ -133,6 +133,7 @@ class PretrainingLoop:
 
         acc = self.accelerator
         # Cheap checks first, each before anything is written or downloaded.
+        check_numbers(config)
         resume = resume_target(config.resume_from_checkpoint, self.output_dir)
         check_output_dir(self.output_dir, resuming=resume is not None, overwrite=config.overwrite_output_dir)
         if config.save_total_limit is not None and config.save_total_limit < 1:
@@ -163,6 +164,7 @@ class PretrainingLoop:
         if config.max_steps is None:  # --num_train_epochs
             config.max_steps = steps_for_epochs(config.num_train_epochs, self.train_loader.total_tokens,
                                                 config.total_batch_size)
+            check_numbers(config)  # the warmup against the steps now known
         # The next micro-batches are read (and pinned, on CUDA) in a background thread; the data position
         # saved in checkpoints counts consumed batches only.
         self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
@@ -170,7 +172,7 @@ class PretrainingLoop:
         self.checkpoints = RunCheckpoints(acc, config, model=self.model, model_config=self.model_config,
                                           tokenizer=self.tokenizer, train_loader=self.train_loader,
                                           resumed_from=resume)
-        self.step, self.tokens_seen = 0, 0
+        self.step, self.tokens_seen, self.skipped_steps = 0, 0, 0
         if resume is not None:
             self.step, self.tokens_seen = self.checkpoints.load()
         self.checkpoints.prepare_output_dir()
@@ -214,16 +216,27 @@ class PretrainingLoop:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = micro_step == self.grad_accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model), acc.autocast():
-                loss = self.train_model(input_ids=x, shift_labels=y).loss / self.grad_accum
+                loss = self.micro_step_loss(x, y) / self.grad_accum
             acc.backward(loss)
             loss_sum += loss.detach()
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        self.optimizer.step()
+        loss = acc.reduce(loss_sum, reduction="mean")
+        # One host sync, before the update: a NaN/inf loss or gradient (the same on every rank: the loss is
+        # reduced, the norm is of the reduced gradients) never reaches the weights.
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device)
+        loss, grad_norm = torch.stack([loss.float(), grad_norm]).tolist()
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(loss_sum, reduction="mean").item()  # a host sync (float(grad_norm) below is another)
         self.step += 1
         self.tokens_seen += config.total_batch_size
-        return loss, lr, float(grad_norm)
+        return loss, lr, grad_norm
+
+    def micro_step_loss(self, x, y):
+        """The mean loss of one micro-batch (forward only)."""
+        return self.train_model(input_ids=x, shift_labels=y).loss
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -381,16 +394,31 @@ class PretrainingLoop:
         return last_checkpoint
 
     def timed_train_step(self) -> tuple[float, float, float, float]:
-        """`train_step` and its wall time; a non-finite loss stops the run (every rank has the same reduced
-        loss: all stop here, nothing saved)."""
+        """`train_step` and its wall time. A NaN/inf loss or gradient norm (the update was not applied; every
+        rank sees the same) is skipped and counted with --on_nonfinite_loss skip; by default the run stops,
+        the last finite state (the step before) saved as a checkpoint."""
         start = time.perf_counter()
+        position = self.train_loader.state_dict()  # the data position before this step's batches
         loss, lr, grad_norm = self.train_step()
         seconds = time.perf_counter() - start
-        if not math.isfinite(loss):
-            raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
-                                  "checkpoint is kept; lower --learning_rate or check the data, then "
-                                  "--resume_from_checkpoint")
-        return loss, lr, grad_norm, seconds
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return loss, lr, grad_norm, seconds
+        what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+        if self.config.on_nonfinite_loss == "skip":
+            self.skipped_steps += 1
+            if self.accelerator.is_main_process:  # above the progress bar
+                tqdm.write(f"warning: step {self.step}: {what}; its update is skipped ({self.skipped_steps} so "
+                           "far, --on_nonfinite_loss skip)", file=sys.stderr)
+            return loss, lr, grad_norm, seconds
+        self.step, self.tokens_seen = self.step - 1, self.tokens_seen - self.config.total_batch_size
+        self.train_loader.load_state_dict(position)
+        saved = self.checkpoints.directory(self.step)
+        if self.step > 0 and not saved.is_dir():
+            saved = self.checkpoints.save(self.step, self.tokens_seen)
+        kept = f"the last finite state (step {self.step}) is {saved}" if self.step > 0 else "no step was finite"
+        raise DivergenceError(f"step {self.step + 1}: {what}; stopped before updating the weights, {kept}. Lower "
+                              "--learning_rate or check the data, then --resume_from_checkpoint latest; or pass "
+                              "--on_nonfinite_loss skip to skip such steps")
 
     def log_step(self, bar, loss: float, lr: float, grad_norm: float, seconds: float) -> None:
         """The step's record to metrics.jsonl and the trackers every --logging_steps (and at the last step);
@@ -405,6 +433,8 @@ class PretrainingLoop:
             skipped = self.train_loader.state_dict().get("skipped_rows")  # streamed rows without text, so far
             if skipped:
                 record["skipped_rows"] = skipped
+            if self.skipped_steps:  # updates skipped for a NaN/inf loss (--on_nonfinite_loss skip)
+                record["skipped_steps"] = self.skipped_steps
             self.metrics.write(record)
             self.accelerator.log(tracker_values(record), step=self.step)
         postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",

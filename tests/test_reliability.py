@@ -522,3 +522,87 @@ def test_ctrl_c_twice_during_the_emergency_save_keeps_the_last_complete_checkpoi
         f"{run / 'checkpoint-1'}; resume with the same command plus --resume_from_checkpoint latest"]
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
     assert checkpoint_damage(run / "checkpoint-1") is None and not (run / ".nanogpt2.lock").exists()
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+NUMBER_CASES = [
+    ("learning-rate-zero", ["--learning_rate", "0"], ["--learning_rate must be above 0"]),
+    ("learning-rate-negative", ["--learning_rate=-1e-3"], ["--learning_rate must be above 0"]),
+    ("learning-rate-nan", ["--learning_rate", "nan"], ["--learning_rate is nan; pass a finite number"]),
+    ("learning-rate-inf", ["--learning_rate", "inf"], ["--learning_rate is inf; pass a finite number"]),
+    ("grad-clip-nan", ["--max_grad_norm", "nan"], ["--max_grad_norm is nan"]),
+    ("max-steps-zero", ["--max_steps", "0"], ["--max_steps must be at least 1"]),
+    ("batch-not-divisible", ["--total_batch_size", "200"], ["--total_batch_size 200 is not divisible"]),
+    ("sequence-above-context", ["--sequence_length", "2048", "--total_batch_size", "8192"],
+     ["--block_size 2048 exceeds the model's context"]),
+]
+
+
+@pytest.mark.parametrize("case,extra,names", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+def test_numbers_out_of_range_are_one_line_before_anything_is_written(case, extra, names, tmp_path, capsys,
+                                                                      tinyshakespeare_file):
+    from user_errors import assert_user_error
+
+    run = tmp_path / "run"
+    result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", run, *extra], capsys)
+    assert_user_error(result, *names)
+    assert result.returncode == 1 and not run.exists()
+
+
+def test_a_warmup_longer_than_the_run_is_one_warning(capsys):
+    from nanogpt2.preflight import check_numbers
+    from nanogpt2.run_config import resolve_config
+
+    check_numbers(resolve_config(["--preset", "tiny", "--warmup_steps", "50", "--max_steps", "10"]))
+    assert capsys.readouterr().err.strip() == ("warning: --warmup_steps 50 is longer than the run (--max_steps 10): "
+                                               "the learning rate never reaches --learning_rate 0.002; pass "
+                                               "--warmup_steps 10 or less")
+
+
+def nan_loss_at(monkeypatch, steps: set[int]) -> None:
+    """The loss of every micro-batch of the given (1-based) steps is NaN, as after a blow-up."""
+    from nanogpt2.training import PretrainingLoop
+
+    micro_step_loss = PretrainingLoop.micro_step_loss
+
+    def poisoned(self, x, y):
+        loss = micro_step_loss(self, x, y)
+        return loss * float("nan") if self.step + 1 in steps else loss
+
+    monkeypatch.setattr(PretrainingLoop, "micro_step_loss", poisoned)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_with_the_last_finite_state_saved(tmp_path, capsys, monkeypatch, tinyshakespeare_file):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    nan_loss_at(monkeypatch, {2})
+    result = run_in_process(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run, "--save_steps", "10",
+                                   "--max_steps", "2"], capsys)
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and line == (
+        f"error: step 2: the training loss is nan; stopped before updating the weights, the last finite state "
+        f"(step 1) is {run / 'checkpoint-1'}. Lower --learning_rate or check the data, then --resume_from_checkpoint "
+        "latest; or pass --on_nonfinite_loss skip to skip such steps")
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    weights = load_file(run / "checkpoint-1" / "model.safetensors")
+    assert all(t.isfinite().all() for t in weights.values())
+    state = json.loads((run / "checkpoint-1" / "training_state" / "data_rank0.json").read_text())
+    assert state["step_in_epoch"] == 1  # the position after step 1: step 2's batch is read again on resume
+
+
+@pytest.mark.slow
+def test_a_nan_loss_is_skipped_and_counted_when_asked(tmp_path, capsys, monkeypatch, tinyshakespeare_file):
+    run = tmp_path / "run"
+    nan_loss_at(monkeypatch, {2})
+    result = run_in_process(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run, "--save_steps", "10",
+                                   "--max_steps", "3", "--on_nonfinite_loss", "skip"], capsys)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.split("\r")[-1] for line in result.stderr.splitlines()]  # the progress bar's redraws cut off
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == ["warning: step 2: the training loss is nan; its update is skipped (1 so far, "
+                        "--on_nonfinite_loss skip)"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("skipped_steps", 0) for r in records if "train_loss" in r] == [0, 1, 1]
+    assert records[-1]["val_loss"] < 20  # finite weights at the end
