@@ -606,3 +606,120 @@ def test_a_nan_loss_is_skipped_and_counted_when_asked(tmp_path, capsys, monkeypa
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("skipped_steps", 0) for r in records if "train_loss" in r] == [0, 1, 1]
     assert records[-1]["val_loss"] < 20  # finite weights at the end
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+SECRET = "hf_NanoGPT2TestSecretTokenDoNotWrite0123456789"
+
+
+def test_hf_token_is_in_no_file_the_project_writes(tmp_path, capsys, monkeypatch, tinyshakespeare_file):
+    """With HF_TOKEN set: a run with TensorBoard and (mocked) pushes, whose checkpoint has a model card and
+    tokenizer files, and a trained tokenizer; no file under the test's directory, and no output, holds it."""
+    import nanogpt2.publish as publish
+    import train_tokenizer
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(publish, "check_hub_access", lambda *args, **kwargs: None)
+    monkeypatch.setattr(publish, "push_checkpoint", lambda *args, **kwargs: None)
+    result = run_in_process(RUN + ["--train_file", tinyshakespeare_file, "--output_dir", tmp_path / "run",
+                                   "--max_steps", "1", "--report_to", "tensorboard", "--push_to_hub",
+                                   "--hub_model_id", "someone/tiny", "--hub_strategy", "every_save"], capsys)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog " * 50)
+    assert train_tokenizer.main(["--files", str(tmp_path / "corpus.txt"), "--vocab_size", "300", "--output_dir",
+                                 str(tmp_path / "tokenizer")]) == 0
+    output = result.stdout + result.stderr + "".join(capsys.readouterr())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    kinds = {p.name.split(".")[0] for p in written}
+    assert {"config", "metrics", "README", "tokenizer", "tokenizer_config", "events", "trainer_state",
+            "optimizer"} <= kinds  # the run's files, its card, TensorBoard's events, the tokenizers
+    assert [p for p in written if SECRET.encode() in p.read_bytes()] == [] and SECRET not in output
+
+
+# -- paths from outside -------------------------------------------------------------------------------
+@pytest.mark.parametrize("entry", ["../outside.bin", "/ABSOLUTE/outside.bin", "sub/../../outside.bin"])
+def test_a_manifest_entry_outside_the_directory_is_refused(tmp_path, capsys, entry):
+    from user_errors import assert_user_error, snapshot
+
+    from nanogpt2.prepare import MANIFEST, Source, prepare_shards, verify_prepared
+
+    path, _ = rows_file(tmp_path / "docs.jsonl", 300, {})
+    data = tmp_path / "data"
+    source = Source(data_files=[str(path)])
+    prepare_shards(source, data, shard_size=500, progress=False)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"mine")
+    entry = entry.replace("/ABSOLUTE", str(tmp_path))
+    manifest = json.loads((data / MANIFEST).read_text())
+    manifest["shards"][1]["file"] = entry
+    (data / MANIFEST).write_text(json.dumps(manifest))
+    before = snapshot(data, outside)
+    for attempt in (lambda: verify_prepared(data), lambda: prepare_shards(source, data, shard_size=500,
+                                                                          progress=False)):
+        with pytest.raises(DataError, match=f"manifest.json: shard '{entry}' is not a relative path inside"):
+            attempt()
+    result = run_in_process(TINY + ["--data_dir", data, "--output_dir", tmp_path / "run", "--max_steps", "1"], capsys)
+    assert_user_error(result, MANIFEST, entry, before=before, roots=[data, outside])
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("name", ["../evil.bin", "/tmp/evil.bin", "a/../../evil.bin"])
+def test_a_hub_file_name_outside_the_directory_is_refused(tmp_path, name):
+    from nanogpt2.sources import download_hub_files
+
+    with pytest.raises(DataError, match="is not a relative path inside"):
+        download_hub_files("someone/shards", ["ok.bin", name], tmp_path / "shards")
+    assert not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize("repo_id", ["../../evil", "/tmp/evil", "someone/../evil"])
+def test_a_hub_model_id_with_a_path_is_refused_before_anything_is_written(tmp_path, capsys, repo_id,
+                                                                          tinyshakespeare_file):
+    from user_errors import assert_user_error
+
+    result = run_in_process(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", tmp_path / "run",
+                                    "--push_to_hub", "--hub_model_id", repo_id], capsys)
+    assert_user_error(result, f"--hub_model_id {repo_id!r} is not a valid repository id")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- train_tokenizer.py ---------------------------------------------------------------------------------
+TOKENIZER_CASES = [
+    ("empty-corpus", "", [], ["corpus holds no text"]),
+    ("null-rows-only", "NULLS", [], ["corpus holds no text"]),
+    ("one-character", "a" * 200, [], ["one distinct character only ('a')"]),
+    ("vocabulary-too-small", "some real text here", ["--vocab_size", "256"], ["--vocab_size 256 is too small"]),
+    ("output-dir-exists", "some real text here", ["--output_dir", "TMP/existing"],
+     ["--output_dir", "existing already exists and is not empty", "--overwrite_output_dir"]),
+    ("output-dir-is-a-file", "some real text here", ["--output_dir", "TMP/file.txt"], ["file.txt is a file"]),
+]
+
+
+@pytest.mark.parametrize("case,text,extra,names", TOKENIZER_CASES, ids=[c[0] for c in TOKENIZER_CASES])
+def test_train_tokenizer_bad_inputs_are_one_line_and_change_nothing(case, text, extra, names, tmp_path):
+    from user_errors import assert_user_error, snapshot
+    from user_errors import run_in_process as run_cli_in_process
+
+    corpus = tmp_path / ("corpus.jsonl" if text == "NULLS" else "corpus.txt")
+    corpus.write_text('{"text": null}\n{"text": ""}\n' if text == "NULLS" else text)
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "notes.md").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    args = ["--files", corpus, "--vocab_size", "300", "--output_dir", tmp_path / "tokenizer"]
+    result = run_cli_in_process(["train_tokenizer.py", *args, *[a.replace("TMP", str(tmp_path)) for a in extra]])
+    assert_user_error(result, *names, before=before, roots=[tmp_path])
+    assert not (tmp_path / "tokenizer").exists()
+
+
+def test_train_tokenizer_overwrite_keeps_other_files(tmp_path):
+    from user_errors import run_in_process as run_cli_in_process
+
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog " * 20)
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "notes.md").write_text("mine")
+    result = run_cli_in_process(["train_tokenizer.py", "--files", tmp_path / "corpus.txt", "--vocab_size", "280",
+                                 "--output_dir", tmp_path / "tok", "--overwrite_output_dir"])
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["notes.md", "tokenizer.json",
+                                                                   "tokenizer_config.json"]
