@@ -612,6 +612,7 @@ def test_a_nan_loss_is_skipped_and_counted_when_asked(tmp_path, capsys, monkeypa
 SECRET = "hf_NanoGPT2TestSecretTokenDoNotWrite0123456789"
 
 
+@pytest.mark.slow
 def test_hf_token_is_in_no_file_the_project_writes(tmp_path, capsys, monkeypatch, tinyshakespeare_file):
     """With HF_TOKEN set: a run with TensorBoard and (mocked) pushes, whose checkpoint has a model card and
     tokenizer files, and a trained tokenizer; no file under the test's directory, and no output, holds it."""
@@ -723,3 +724,59 @@ def test_train_tokenizer_overwrite_keeps_other_files(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["notes.md", "tokenizer.json",
                                                                    "tokenizer_config.json"]
+
+
+# -- a process of a launch killed ---------------------------------------------------------------------
+def process_of_rank(marker: str, rank: int) -> int | None:
+    """The pid of the launched process of `rank` whose environment holds NANOGPT2_TEST_MARKER=marker."""
+    import os
+
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"NANOGPT2_TEST_MARKER={marker}".encode() in environ and f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_launch_in_bounded_time_and_the_run_resumes(tmp_path, capsys, tinyshakespeare_file):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_pretrain import REPO
+
+    from nanogpt2.run_dir import checkpoint_damage, list_checkpoints
+
+    run = tmp_path / "run"
+    args = RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run, "--max_steps", "40", "--total_batch_size",
+                  "256"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NANOGPT2_TEST_MARKER": str(tmp_path)}
+    launch = subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                               "accelerate_configs/cpu_2proc.yaml", "run_pretrain.py", *map(str, args)], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list_checkpoints(run) and time.time() < deadline and launch.poll() is None:
+            time.sleep(0.2)
+        assert list_checkpoints(run), launch.stderr.read()[-3000:] if launch.poll() is not None else "no checkpoint"
+        os.kill(process_of_rank(str(tmp_path), 1), signal.SIGKILL)
+        killed = time.time()
+        launch.communicate(timeout=120)
+        assert launch.returncode != 0 and time.time() - killed < 60  # not the 30-minute collective timeout
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+    step, checkpoint = list_checkpoints(run)[-1]  # the lock file may stay: the OS released its lock
+    assert checkpoint_damage(checkpoint) is None and 2 <= step < 40
+    capsys.readouterr()
+    assert pretrain_main(args + ["--max_steps", str(step + 1), "--resume_from_checkpoint", "latest"]) == 0
+    assert f"resuming {checkpoint} (saved by 2 process(es)) on 1" in capsys.readouterr().err
+    assert [s for s, _ in train_records(run)][-1] == step + 1
