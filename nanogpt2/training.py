@@ -227,7 +227,10 @@ class PretrainingLoop:
             grad_norm = grad_norm.full_tensor()
         grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device)
         loss, grad_norm = torch.stack([loss.float(), grad_norm]).tolist()
-        if math.isfinite(loss) and math.isfinite(grad_norm):
+        # fp16's GradScaler skips an update with inf/NaN gradients by itself (and lowers its scale): there
+        # only the loss counts
+        self.step_finite = math.isfinite(loss) and (math.isfinite(grad_norm) or acc.scaler is not None)
+        if self.step_finite:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -401,7 +404,7 @@ class PretrainingLoop:
         position = self.train_loader.state_dict()  # the data position before this step's batches
         loss, lr, grad_norm = self.train_step()
         seconds = time.perf_counter() - start
-        if math.isfinite(loss) and math.isfinite(grad_norm):
+        if self.step_finite:
             return loss, lr, grad_norm, seconds
         what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
         if self.config.on_nonfinite_loss == "skip":
