@@ -62,8 +62,8 @@ def require_safetensors(directory: Path, name: str | None = None) -> list[Path]:
     problem = model_files_damage(directory)  # cut short, a broken header, or (a run's checkpoint) changed
     if problem:
         previous = previous_intact_checkpoint(directory)
-        raise ConversionError(f"{name or directory}: {problem}; restore it from a copy"
-                              + (f", or use {previous}, the previous intact checkpoint" if previous else ""))
+        raise ConversionError((f"{name}: " if name else "") + f"{directory}/{problem}: refused; restore it from a "
+                              "copy" + (f", or use {previous}, the previous intact checkpoint" if previous else ""))
     return files
 
 
