@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .documents import read_documents
-from .errors import SettingsError
+from .errors import DataError, SettingsError
 from .fileio import temporary_directory
 from .tokenizer import ENDOFTEXT, GPT2_PATTERN
 
@@ -54,6 +54,11 @@ def train_bpe_tokenizer(files, vocab_size: int, output_dir, text_column: str = "
     if min_frequency < 1:
         raise SettingsError(f"--min_frequency {min_frequency} must be at least 1")
     documents = [document for file in files for document in read_documents(file, text_column)]
+    characters = set().union(*map(set, documents))
+    if len(characters) < 2:  # nothing to learn merges from: refused before anything is written
+        what = ("no text (every document is empty)" if not characters else
+                f"one distinct character only ({min(characters)!r})")
+        raise DataError(f"--files {' '.join(map(str, files))}: the corpus holds {what}; pass files with real text")
     tokenizer, trainer = gpt2_style_bpe(vocab_size, min_frequency)
     tokenizer.train_from_iterator(documents, trainer=trainer, length=len(documents))
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,

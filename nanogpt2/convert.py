@@ -30,6 +30,7 @@ from .configuration_nanogpt2 import (
 from .errors import ConversionError, cli, first_line
 from .fileio import atomic_directory, check_output_dir, sweep_temporaries
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
+from .run_dir import model_files_damage, previous_intact_checkpoint
 from .sources import local_or_hub_dir
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -58,6 +59,11 @@ def require_safetensors(directory: Path, name: str | None = None) -> list[Path]:
                 "can run any code and nanogpt2 loads only safetensors; use a checkpoint with model.safetensors")
         raise ConversionError(f"no *.safetensors weights in {name}; pass a checkpoint directory written by "
                               "save_pretrained")
+    problem = model_files_damage(directory)  # cut short, a broken header, or (a run's checkpoint) changed
+    if problem:
+        previous = previous_intact_checkpoint(directory)
+        raise ConversionError((f"{name}: " if name else "") + f"{directory}/{problem}: refused; restore it from a "
+                              "copy" + (f", or use {previous}, the previous intact checkpoint" if previous else ""))
     return files
 
 

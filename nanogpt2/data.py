@@ -10,6 +10,7 @@ StreamingTrainLoader gives the same interface over a streaming `datasets` datase
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from queue import Full, Queue
@@ -162,6 +163,16 @@ class ValidationLoader:
             yield _windows_to_tensors(self.stream[i * tokens : (i + 1) * tokens + 1], self.batch_size, self.seq_len)
 
 
+def stream_text(row: dict, text_column: str) -> str | None:
+    """The text of a streamed row, or None for a null, empty or non-string value (a row to skip and count).
+    A row without the column at all means the wrong --text_column: an error naming the columns there are."""
+    if text_column not in row:
+        raise DataError(f"the streamed dataset has no {text_column!r} column (columns: {sorted(row)}); "
+                        "set --text_column")
+    text = row[text_column]
+    return text if isinstance(text, str) and text else None
+
+
 class StreamingTrainLoader:
     """TrainLoader's interface over a streaming `datasets` dataset, without preprocessing: each rank
     reads its own part (`split_dataset_by_node`), documents are shuffled in a buffer of
@@ -183,6 +194,7 @@ class StreamingTrainLoader:
         self.epoch = 0
         self.documents: list[str] = []  # the shuffle buffer
         self.tokens: list[int] = []  # tokenized but not yet batched
+        self.skipped_rows = 0  # null, empty or non-text rows read so far (all epochs)
         self._start_epoch(self.epoch)
 
     def _start_epoch(self, epoch: int, dataset_state: dict | None = None) -> None:
@@ -195,18 +207,24 @@ class StreamingTrainLoader:
         self._exhausted = False
 
     def _read_row(self) -> str | None:
-        if self._exhausted:
-            return None
-        try:
-            row = next(self._rows)
-        except StopIteration:
-            self._exhausted = True
-            return None
-        text = row.get(self.text_column)
-        if not isinstance(text, str):
-            raise DataError(f"the streamed dataset's {self.text_column!r} column holds no text (columns: "
-                            f"{sorted(row)}); set --text_column")
-        return text
+        """The next row's text; None at the end of the epoch."""
+        while True:
+            if self._exhausted:
+                return None
+            try:
+                row = next(self._rows)
+            except StopIteration:
+                self._exhausted = True
+                return None
+            text = stream_text(row, self.text_column)
+            if text is not None:
+                return text
+            self.skipped_rows += 1  # null, empty or not a string: skipped and counted, never fatal
+            if self.skipped_rows == 1:
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"warning: skipping streamed rows whose {self.text_column!r} is null, empty or not text "
+                           f"(process {self.rank}); metrics.jsonl counts them as skipped_rows", file=sys.stderr)
 
     def _next_document(self) -> str:
         """A random document of the buffer, replaced by the next one read; at the end of the epoch the
@@ -219,7 +237,9 @@ class StreamingTrainLoader:
                 self.documents[i], self.documents[-1] = self.documents[-1], self.documents[i]
                 return self.documents.pop()
             self._start_epoch(self.epoch + 1)
-        raise DataError(f"the streaming dataset yielded no documents for process {self.rank} of {self.world_size}")
+        raise DataError(f"the streaming dataset yielded no documents for process {self.rank} of {self.world_size}"
+                        + (f" ({self.skipped_rows} rows had a null, empty or non-text {self.text_column!r}; set "
+                           "--text_column)" if self.skipped_rows else ""))
 
     def next_batch(self):
         need = self.batch_size * self.seq_len + 1
@@ -233,7 +253,7 @@ class StreamingTrainLoader:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "dataset": self.dataset.state_dict(), "exhausted": self._exhausted,
                 "rng": self.rng.bit_generator.state, "documents": list(self.documents), "tokens": list(self.tokens),
-                "seed": self.seed, "rank": self.rank, "world_size": self.world_size}
+                "seed": self.seed, "rank": self.rank, "world_size": self.world_size, "skipped_rows": self.skipped_rows}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "world_size", "rank"):
@@ -244,6 +264,7 @@ class StreamingTrainLoader:
         self._exhausted = state["exhausted"]
         self.rng.bit_generator.state = state["rng"]
         self.documents, self.tokens = list(state["documents"]), list(state["tokens"])
+        self.skipped_rows = state.get("skipped_rows", 0)
 
 
 class BatchPrefetcher:

@@ -129,11 +129,11 @@ def _read_txt(path) -> str:
 
 
 def drop_empty(texts: Sequence) -> tuple[list[str], np.ndarray]:
-    """The documents without null or empty rows, and for each kept document (plus one past the last) how
-    many rows were dropped before it: empty rows are skipped and counted, never fatal."""
+    """The documents without null, empty or non-string rows, and for each kept document (plus one past the
+    last) how many rows were dropped before it: such rows are skipped and counted, never fatal."""
     kept, dropped_before, dropped = [], [], 0
     for text in texts:
-        if text is None or text == "":
+        if not isinstance(text, str) or text == "":
             dropped += 1
             continue
         kept.append(text)
@@ -143,7 +143,7 @@ def drop_empty(texts: Sequence) -> tuple[list[str], np.ndarray]:
 
 
 def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[str]:
-    """The chunk's documents, in order (null or empty rows included: see `drop_empty`)."""
+    """The chunk's rows, in order (null, empty or non-string ones included: see `drop_empty`)."""
     if chunk.kind == "texts":
         texts = list(chunk.texts)
     elif chunk.kind == "txt":
@@ -156,10 +156,6 @@ def read_chunk(chunk: Chunk, text_column: str = "text", dataset=None) -> list[st
         texts = dataset[chunk.start : chunk.stop][text_column]
     else:
         texts = _jsonl_texts(chunk, text_column)
-    for text in texts:
-        if text is not None and not isinstance(text, str):
-            raise DataError(f"{chunk.path or 'the dataset'}: column {text_column!r} holds {type(text).__name__}, "
-                            "not text (set --text_column)")
     return texts
 
 
@@ -227,7 +223,9 @@ def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray, np.n
     chunk, skip = task
     texts, dropped_before = drop_empty(read_chunk(chunk, _worker["text_column"], _worker["dataset"]))
     tokens, ends = encode_documents(texts[skip:], _worker["tokenizer"])
-    return tokens, ends, dropped_before[skip:] - dropped_before[min(skip, len(dropped_before) - 1)]
+    # rows dropped before document `skip` were counted by whoever skipped it; at a chunk's start none were
+    already_counted = dropped_before[min(skip, len(dropped_before) - 1)] if skip else 0
+    return tokens, ends, dropped_before[skip:] - already_counted
 
 
 def tokenize_chunks(tasks: Iterable[tuple[Chunk, int]], tokenizer, text_column: str = "text", num_proc: int = 1,
@@ -244,19 +242,29 @@ def tokenize_documents(documents: Sequence[str], tokenizer, num_proc: int = 1) -
     return _concatenate(tokenize_chunks(((chunk, 0) for chunk in chunks), tokenizer, num_proc=num_proc), tokenizer)
 
 
-def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1) -> np.ndarray:
+def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1,
+                   skipped: list | None = None) -> np.ndarray:
     """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`): a .txt file
-    is one document, the others one document per row in `text_column`."""
+    is one document, the others one document per row in `text_column`. Rows whose `text_column` is null,
+    empty or not text are skipped; `skipped`, when given, receives each chunk's count of them."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in paths:
         check_local_file(path, text_column)
     tasks = ((chunk, 0) for path in paths for chunk in local_chunks(path))
-    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer)
+    skipped = [] if skipped is None else skipped
+    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer, skipped)
     if len(stream) == 0:
-        raise DataError(f"no documents in {', '.join(map(str, paths))}")
+        raise DataError(f"no documents in {', '.join(map(str, paths))}"
+                        + (f": its {sum(skipped)} rows have a null, empty or non-text {text_column!r}; set "
+                           "--text_column" if sum(skipped) else ""))
     return stream
 
 
-def _concatenate(results, tokenizer) -> np.ndarray:
-    pieces = [tokens for tokens, _, _ in results]
+def _concatenate(results, tokenizer, skipped: list | None = None) -> np.ndarray:
+    """The token arrays of `tokenize_chunks` in one; each chunk's count of dropped rows goes to `skipped`."""
+    pieces = []
+    for tokens, _, dropped_before in results:
+        pieces.append(tokens)
+        if skipped is not None:
+            skipped.append(int(dropped_before[-1]))
     return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))

@@ -106,6 +106,9 @@ def cli(main):
         except OSError as error:
             report("error", describe_os_error(error))
             return 1
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which reports its own)
+            report("stopped", "interrupted (Ctrl-C)")
+            return 128 + 2
 
     return run
 

@@ -140,6 +140,16 @@ def _check_writable(path: Path, flag: str) -> None:
         raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose a directory you can write to")
 
 
+def path_inside(directory, name: str, what: str) -> Path:
+    """`directory / name` for a name that came from outside (a manifest entry, a Hub file name): refused in
+    one line when it is absolute or climbs out with `..`, so nothing is read, written or deleted elsewhere."""
+    parts = str(name).replace("\\", "/").split("/")
+    if not name or str(name).startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise DataError(f"{what} {name!r} is not a relative path inside {directory}: refused, nanogpt2 never "
+                        "writes or deletes outside the directory you name")
+    return Path(directory) / name
+
+
 def file_sha256(path) -> str:
     """The hex sha256 of a file, read in 16 MiB blocks."""
     digest = hashlib.sha256()
@@ -189,6 +199,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["check_output_dir", "check_output_file", "file_sha256", "verify_sha256", "sweep_temporaries",
+__all__ = ["check_output_dir", "check_output_file", "path_inside", "file_sha256", "verify_sha256", "sweep_temporaries",
            "TMP_PREFIX", "temporary_path", "atomic_file", "atomic_write_bytes", "atomic_write_text",
            "temporary_directory", "atomic_directory", "commit_directory", "fsync_tree", "fsync_dir"]

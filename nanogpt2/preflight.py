@@ -6,11 +6,13 @@ publish.check_hub_access), also before step 1. Every failure is one message nami
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 from pathlib import Path
 
 from . import fileio
-from .errors import DataError, PreflightError
+from .errors import DataError, PreflightError, SettingsError, report
 from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
 
 # Settings that, changed on resume, would silently train a different run: refused.
@@ -33,6 +35,19 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
         raise PreflightError(f"--output_dir {output_dir} already holds a run ({shown}); continue it with "
                              "--resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes its "
                              "checkpoints and metrics), or pass another --output_dir")
+
+
+def check_numbers(config) -> None:
+    """Every float setting finite (the bound checks of run_config let NaN through: it compares false), and a
+    warning when the warmup outlasts the run (the learning rate would never reach its peak)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"--{field.name} is {value}; pass a finite number")
+    if config.max_steps is not None and config.warmup_steps > config.max_steps:
+        report("warning", f"--warmup_steps {config.warmup_steps} is longer than the run (--max_steps "
+                          f"{config.max_steps}): the learning rate never reaches --learning_rate "
+                          f"{config.learning_rate:g}; pass --warmup_steps {config.max_steps} or less")
 
 
 def compare_resumed_settings(saved: dict, current: dict, checkpoint: Path):
@@ -97,4 +112,4 @@ class BackgroundCheck:
         return self._error if self.done() else None
 
 
-__all__ = ["check_output_dir", "compare_resumed_settings", "check_hellaswag", "BackgroundCheck"]
+__all__ = ["check_output_dir", "check_numbers", "compare_resumed_settings", "check_hellaswag", "BackgroundCheck"]

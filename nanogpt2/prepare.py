@@ -30,7 +30,7 @@ from .documents import (
     tokenize_chunks,
 )
 from .errors import DataError
-from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, file_sha256, sweep_temporaries
+from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, file_sha256, path_inside, sweep_temporaries
 from .shards import read_header, write_shard
 from .sources import load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
@@ -141,6 +141,8 @@ def read_manifest(output_dir) -> dict | None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) or "settings" not in manifest:
         raise DataError(f"{path} is not a prepare_fineweb.py manifest (damaged or edited); prepare into a new "
                         "--output_dir")
+    for entry in manifest["shards"]:  # names only: an edited entry never reaches outside the directory
+        path_inside(output_dir, entry.get("file", "") if isinstance(entry, dict) else "", f"{path}: shard")
     return manifest
 
 

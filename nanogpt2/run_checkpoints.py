@@ -34,13 +34,15 @@ from .run_config import RunConfig
 from .run_dir import (
     checkpoint_dir,
     clear_previous_run,
+    copy_run_metrics,
     data_state_file,
     list_checkpoints,
-    read_run_config,
     read_trainer_state,
+    resume_history,
     sweep_unfinished_saves,
     trainer_state_file,
     training_state_dir,
+    write_checksums,
     write_run_config,
 )
 
@@ -65,6 +67,7 @@ class RunCheckpoints:
         self.output_dir = Path(config.output_dir)
         self.model, self.model_config, self.tokenizer, self.train_loader = model, model_config, tokenizer, train_loader
         self.resumed_from, self.resume_record = resumed_from, None
+        self.history: list[dict] = []  # config.json's resumes, also saved with each checkpoint
         self.pushed = None  # the last checkpoint pushed to the Hub
         self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nanogpt2-push")
         self.uploading: set[Path] = set()  # checkpoints rotation must not delete yet
@@ -136,9 +139,10 @@ class RunCheckpoints:
                     print(f"--overwrite_output_dir: removed {', '.join(removed)} from {self.output_dir}",
                           file=sys.stderr)
             else:
-                history = read_run_config(self.output_dir).get("resumes", [])
+                history = resume_history(self.output_dir, self.resumed_from)
             if self.resume_record is not None:
                 history.append(self.resume_record)
+            self.history = history
             record = {**dataclasses.asdict(self.config), "resumes": history}
             write_run_config(self.output_dir, record)
         acc.wait_for_everyone()
@@ -193,7 +197,8 @@ class RunCheckpoints:
         with quiet_saves():
             acc.save_state(str(training_state_dir(tmp)))
         state = {"step": step, "tokens_seen": tokens_seen, "world_size": acc.num_processes,
-                 "hardware": describe_hardware(acc), "run_config": dataclasses.asdict(self.config)}
+                 "hardware": describe_hardware(acc), "run_config": dataclasses.asdict(self.config),
+                 "resumes": self.history}
         data_state_file(tmp, acc.process_index).write_text(
             json.dumps(self.train_loader.state_dict()))
         model_state = acc.get_state_dict(self.model)
@@ -204,7 +209,9 @@ class RunCheckpoints:
             write_model_card(tmp, run_dir=self.output_dir, repo_id=self.config.hub_model_id, step=step,
                              tokens=tokens_seen, final_dir=final)
         acc.wait_for_everyone()
-        if acc.is_main_process:
+        if acc.is_main_process:  # every file is written: a copy of the metrics, then the checksums of all
+            copy_run_metrics(self.output_dir, tmp)
+            write_checksums(tmp)
             commit_directory(tmp, final)
         acc.wait_for_everyone()
 

@@ -87,6 +87,8 @@ class RunConfig:
     adam_beta2: float = setting(0.95, "AdamW beta2", at_least=0.0, below=1.0)
     adam_epsilon: float = setting(1e-8, "AdamW epsilon", above=0.0)
     max_grad_norm: float = setting(1.0, "gradient-norm clip", above=0.0)
+    on_nonfinite_loss: Literal["stop", "skip"] = setting(
+        "stop", "on a NaN/inf loss or gradient: stop (saving the last finite state), or skip that step's update")
     seed: int = setting(1337, "random seed (model init, data order, dropout)", at_least=0, at_most=2**32 - 1)
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = setting(
         "auto", "auto: what `accelerate launch` was given (--mixed_precision or its config file), else bf16 on "

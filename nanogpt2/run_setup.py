@@ -14,9 +14,9 @@ from accelerate.utils import DistributedType
 
 from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .convert import pretrained_config
-from .data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards
+from .data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards, stream_text
 from .documents import tokenize_documents, tokenize_files
-from .errors import DataError, PreflightError, SettingsError
+from .errors import DataError, PreflightError, SettingsError, report
 from .run_config import RunConfig
 from .sources import download_tiny_shakespeare, load_hub_text_dataset, local_or_hub_dir
 from .tokenizer import GPT2_NAME, load_tokenizer
@@ -166,7 +166,11 @@ def _token_arrays(config: RunConfig, tokenizer):
             raise DataError("no training data: pass --data_dir (prepare_fineweb.py shards), --train_file or "
                             "--dataset_name")
         train_file = download_tiny_shakespeare()
-    train = tokenize_files(train_file, tokenizer, config.text_column)
+    skipped = []
+    train = tokenize_files(train_file, tokenizer, config.text_column, skipped=skipped)
+    if sum(skipped):
+        report("warning", f"--train_file {train_file}: skipped {sum(skipped)} rows whose {config.text_column!r} is "
+                          "null, empty or not text")
     if config.validation_file:
         return [train], [tokenize_files(config.validation_file, tokenizer, config.text_column)]
     split = int(len(train) * (1 - config.validation_split_percentage / 100))
@@ -183,13 +187,16 @@ def _streaming_data(config: RunConfig, tokenizer, rank: int, world_size: int):
     if config.validation_file:
         validation_tokens = tokenize_files(config.validation_file, tokenizer, config.text_column)
     else:
-        pieces, tokens = [], 0  # each document tokenized once, as it is taken
+        pieces, tokens, rows = [], 0, 0  # each document tokenized once, as it is taken
         for row in stream:
-            pieces.append(tokenize_documents([row[config.text_column]], tokenizer))
-            tokens += len(pieces[-1])
+            rows += 1
+            text = stream_text(row, config.text_column)  # None: a null, empty or non-text row, skipped
+            if text is not None:
+                pieces.append(tokenize_documents([text], tokenizer))
+                tokens += len(pieces[-1])
             if tokens > config.eval_tokens:
                 break
-        stream = stream.skip(len(pieces))
+        stream = stream.skip(rows)
         validation_tokens = np.concatenate(pieces) if pieces else tokenize_documents([], tokenizer)
     train = StreamingTrainLoader(stream, tokenizer, config.per_device_train_batch_size, config.block_size, rank,
                                  world_size,

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import DataError, first_line
-from .fileio import atomic_write_bytes, verify_sha256
+from .fileio import atomic_write_bytes, path_inside, verify_sha256
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # 1,115,394 bytes
@@ -182,7 +182,10 @@ def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str], ki
 def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type: str = "dataset",
                        progress=None) -> list[Path]:
     """Files of a Hub repository into `local_dir` (huggingface_hub: an interrupted download resumes, a
-    complete file is not fetched again). Offline or unreachable: one DataError line."""
+    complete file is not fetched again). Offline or unreachable: one DataError line. A file name that would
+    land outside `local_dir` (absolute, or with `..`) is refused first."""
+    for filename in filenames:
+        path_inside(local_dir, filename, f"{repo_id}: file")
     if hub_offline():
         raise DataError(f"cannot download {repo_id} offline (HF_HUB_OFFLINE is set); unset it, or copy the files "
                         f"into {local_dir} yourself")

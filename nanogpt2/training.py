@@ -22,6 +22,7 @@ import torch
 from accelerate.utils import DistributedType, is_compiled_module
 from tqdm.auto import tqdm
 
+from . import fileio
 from .batch import settle_batch, steps_for_epochs
 from .convert import load_pretrained
 from .data import BatchPrefetcher
@@ -29,14 +30,14 @@ from .errors import DivergenceError, PreflightError, TrainingError, TrainingInte
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
 from .optim import build_optimizer, learning_rate_at
-from .preflight import BackgroundCheck, check_hellaswag, check_output_dir
+from .preflight import BackgroundCheck, check_hellaswag, check_numbers, check_output_dir
 from .prepare import verify_prepared
 from .run_checkpoints import RunCheckpoints
 from .run_config import (
     RunConfig,
     compile_enabled,
 )
-from .run_dir import MetricsLog, resume_target
+from .run_dir import MetricsLog, OutputDirLock, list_checkpoints, resume_target
 from .run_setup import build_accelerator, build_loaders, model_config, run_tokenizer
 
 # Seconds training waits for the shards' sha256 before step 1; larger data is verified while training runs
@@ -76,11 +77,13 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        again = bool(self.received)  # a second SIGTERM (a scheduler repeating itself) changes nothing
+        self.received = self.received or signum
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: KeyboardInterrupt now
         if os.environ.get("RANK", "0") == "0":  # every process of a launch gets the signal: one says so
-            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
-                  "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name} {'again: still saving' if again else 'received: saving'} a "
+                  "checkpoint at the end of this step (Ctrl-C again to stop without saving)", file=sys.stderr,
+                  flush=True)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
@@ -92,13 +95,44 @@ class PretrainingLoop:
     settings borrow TrainingArguments' names and meanings."""
 
     def __init__(self, config: RunConfig, accelerator=None):
-        from accelerate.utils import set_seed
-
         self.config = config
         self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
+        # One run at a time per --output_dir: the lock is held from here to the end of train().
+        self.lock = self._lock_output_dir()
+        try:
+            self._set_up(config)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _lock_output_dir(self) -> OutputDirLock:
+        """The main process takes the output directory's lock; every process stops if it could not."""
+        acc = self.accelerator
+        fileio.check_output_dir(self.output_dir, "--output_dir", overwrite=True)  # a file, not writable: first
+        lock, refusal = OutputDirLock(self.output_dir), None
+        if acc.is_main_process:
+            try:
+                lock.acquire()
+            except PreflightError as error:
+                refusal = error
+        if acc.num_processes > 1:
+            failed = torch.tensor([int(refusal is not None)], device=self.device)
+            torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+            if failed.item() and refusal is None:
+                lock.release()
+                refusal = PreflightError(f"--output_dir {self.output_dir} is in use by another run")
+        if refusal is not None:
+            raise refusal
+        return lock
+
+    def _set_up(self, config: RunConfig) -> None:
+        from accelerate.utils import set_seed
+
+        acc = self.accelerator
         # Cheap checks first, each before anything is written or downloaded.
+        check_numbers(config)
         resume = resume_target(config.resume_from_checkpoint, self.output_dir)
         check_output_dir(self.output_dir, resuming=resume is not None, overwrite=config.overwrite_output_dir)
         if config.save_total_limit is not None and config.save_total_limit < 1:
@@ -128,6 +162,7 @@ class PretrainingLoop:
         if config.max_steps is None:  # --num_train_epochs
             config.max_steps = steps_for_epochs(config.num_train_epochs, self.train_loader.total_tokens,
                                                 config.total_batch_size)
+            check_numbers(config)  # the warmup against the steps now known
         # The next micro-batches are read (and pinned, on CUDA) in a background thread; the data position
         # saved in checkpoints counts consumed batches only.
         self.train_loader = BatchPrefetcher(self.train_loader, pin_memory=self.device.type == "cuda")
@@ -135,12 +170,12 @@ class PretrainingLoop:
         self.checkpoints = RunCheckpoints(acc, config, model=self.model, model_config=self.model_config,
                                           tokenizer=self.tokenizer, train_loader=self.train_loader,
                                           resumed_from=resume)
-        self.step, self.tokens_seen = 0, 0
+        self.step, self.tokens_seen, self.skipped_steps = 0, 0, 0
         if resume is not None:
             self.step, self.tokens_seen = self.checkpoints.load()
         self.checkpoints.prepare_output_dir()
         self.metrics = MetricsLog(self.output_dir, acc.is_main_process,
-                                  self.step if resume is not None else None)
+                                  self.step if resume is not None else None, checkpoint=resume)
         if config.report_to != "none":
             acc.init_trackers("nanogpt2", config={k: v for k, v in dataclasses.asdict(config).items()
                                                    if isinstance(v, (int, float, str, bool))},
@@ -179,16 +214,30 @@ class PretrainingLoop:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = micro_step == self.grad_accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model), acc.autocast():
-                loss = self.train_model(input_ids=x, shift_labels=y).loss / self.grad_accum
+                loss = self.micro_step_loss(x, y) / self.grad_accum
             acc.backward(loss)
             loss_sum += loss.detach()
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        self.optimizer.step()
+        loss = acc.reduce(loss_sum, reduction="mean")
+        # One host sync, before the update: a NaN/inf loss or gradient (the same on every rank: the loss is
+        # reduced, the norm is of the reduced gradients) never reaches the weights.
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device)
+        loss, grad_norm = torch.stack([loss.float(), grad_norm]).tolist()
+        # fp16's GradScaler skips an update with inf/NaN gradients by itself (and lowers its scale): there
+        # only the loss counts
+        self.step_finite = math.isfinite(loss) and (math.isfinite(grad_norm) or acc.scaler is not None)
+        if self.step_finite:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(loss_sum, reduction="mean").item()  # a host sync (float(grad_norm) below is another)
         self.step += 1
         self.tokens_seen += config.total_batch_size
-        return loss, lr, float(grad_norm)
+        return loss, lr, grad_norm
+
+    def micro_step_loss(self, x, y):
+        """The mean loss of one micro-batch (forward only)."""
+        return self.train_model(input_ids=x, shift_labels=y).loss
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -296,17 +345,29 @@ class PretrainingLoop:
                       f"x {acc.num_processes} x {self.grad_accum} accumulation, {config.max_steps} steps"
                       f"{', compiled' if self.compiled else ''}")
         try:
-            with StopSignals() as signals:
-                last_checkpoint = self._train_steps(bar, signals)
-        finally:  # also on an error: the error line starts on a line of its own
-            bar.close()
-            self.train_loader.close()
-            self.checkpoints.finish_uploads()
-        if last_checkpoint is None:  # resumed at the end already
-            last_checkpoint = self.checkpoints.directory(self.step)
-        self.checkpoints.push_final(last_checkpoint, self.step, self.tokens_seen)
-        acc.end_training()
+            try:
+                with StopSignals() as signals:
+                    last_checkpoint = self._train_steps(bar, signals)
+            except KeyboardInterrupt:  # Ctrl-C twice: stopped at once, without saving
+                raise self._interrupted_without_saving() from None
+            finally:  # also on an error: the error line starts on a line of its own
+                bar.close()
+                self.train_loader.close()
+                self.checkpoints.finish_uploads()
+            if last_checkpoint is None:  # resumed at the end already
+                last_checkpoint = self.checkpoints.directory(self.step)
+            self.checkpoints.push_final(last_checkpoint, self.step, self.tokens_seen)
+            acc.end_training()
+        finally:
+            self.lock.release()
         return last_checkpoint
+
+    def _interrupted_without_saving(self) -> TrainingInterrupted:
+        """The second Ctrl-C's message: what is kept (a save it cut short is swept at the next start)."""
+        kept = list_checkpoints(self.output_dir)
+        where = (f"the last complete checkpoint is {kept[-1][1]}; resume with the same command plus "
+                 "--resume_from_checkpoint latest" if kept else "no checkpoint was saved")
+        return TrainingInterrupted(f"SIGINT twice at step {self.step}: stopped without saving; {where}", signal.SIGINT)
 
     def _train_steps(self, bar, signals: StopSignals) -> Path | None:
         """Each step: train, log, evaluate (every --eval_steps), save (every --save_steps), stop (on a signal)."""
@@ -325,6 +386,8 @@ class PretrainingLoop:
                 self._evaluate_or_save(bar, final=done, save=save)
             if save or signum:
                 last_checkpoint = self.checkpoints.save(self.step, self.tokens_seen)
+                # a signal that came during the save (or the evaluation) stops now, the checkpoint just written kept
+                signum = signum or (self._agree_on_stop(signals, data_checked=False) if not done else 0)
             if signum:
                 name = signal.Signals(signum).name
                 raise TrainingInterrupted(f"{name} after step {self.step}: saved {last_checkpoint}; "
@@ -332,16 +395,31 @@ class PretrainingLoop:
         return last_checkpoint
 
     def timed_train_step(self) -> tuple[float, float, float, float]:
-        """`train_step` and its wall time; a non-finite loss stops the run (every rank has the same reduced
-        loss: all stop here, nothing saved)."""
+        """`train_step` and its wall time. A NaN/inf loss or gradient norm (the update was not applied; every
+        rank sees the same) is skipped and counted with --on_nonfinite_loss skip; by default the run stops,
+        the last finite state (the step before) saved as a checkpoint."""
         start = time.perf_counter()
+        position = self.train_loader.state_dict()  # the data position before this step's batches
         loss, lr, grad_norm = self.train_step()
         seconds = time.perf_counter() - start
-        if not math.isfinite(loss):
-            raise DivergenceError(f"step {self.step}: the training loss is {loss}; stopping. The last good "
-                                  "checkpoint is kept; lower --learning_rate or check the data, then "
-                                  "--resume_from_checkpoint")
-        return loss, lr, grad_norm, seconds
+        if self.step_finite:
+            return loss, lr, grad_norm, seconds
+        what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+        if self.config.on_nonfinite_loss == "skip":
+            self.skipped_steps += 1
+            if self.accelerator.is_main_process:  # above the progress bar
+                tqdm.write(f"warning: step {self.step}: {what}; its update is skipped ({self.skipped_steps} so "
+                           "far, --on_nonfinite_loss skip)", file=sys.stderr)
+            return loss, lr, grad_norm, seconds
+        self.step, self.tokens_seen = self.step - 1, self.tokens_seen - self.config.total_batch_size
+        self.train_loader.load_state_dict(position)
+        saved = self.checkpoints.directory(self.step)
+        if self.step > 0 and not saved.is_dir():
+            saved = self.checkpoints.save(self.step, self.tokens_seen)
+        kept = f"the last finite state (step {self.step}) is {saved}" if self.step > 0 else "no step was finite"
+        raise DivergenceError(f"step {self.step + 1}: {what}; stopped before updating the weights, {kept}. Lower "
+                              "--learning_rate or check the data, then --resume_from_checkpoint latest; or pass "
+                              "--on_nonfinite_loss skip to skip such steps")
 
     def log_step(self, bar, loss: float, lr: float, grad_norm: float, seconds: float) -> None:
         """The step's record to metrics.jsonl and the trackers every --logging_steps (and at the last step);
@@ -353,6 +431,11 @@ class PretrainingLoop:
                       "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
             if utilisation is not None:
                 record["mfu"] = utilisation
+            skipped = self.train_loader.state_dict().get("skipped_rows")  # streamed rows without text, so far
+            if skipped:
+                record["skipped_rows"] = skipped
+            if self.skipped_steps:  # updates skipped for a NaN/inf loss (--on_nonfinite_loss skip)
+                record["skipped_steps"] = self.skipped_steps
             self.metrics.write(record)
             self.accelerator.log(tracker_values(record), step=self.step)
         postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "gnorm": f"{grad_norm:.2f}",
