@@ -6,13 +6,11 @@ publish.check_hub_access), also before step 1. Every failure is one message nami
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import threading
 from pathlib import Path
 
 from . import fileio
-from .errors import DataError, PreflightError, SettingsError, report
+from .errors import DataError, PreflightError, report
 from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
 
 # Settings that, changed on resume, would silently train a different run: refused.
@@ -38,12 +36,8 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
 
 
 def check_numbers(config) -> None:
-    """Every float setting finite (the bound checks of run_config let NaN through: it compares false), and a
-    warning when the warmup outlasts the run (the learning rate would never reach its peak)."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(f"--{field.name} is {value}; pass a finite number")
+    """A warning when the warmup outlasts the run (the learning rate would never reach its peak). Every float
+    setting is finite already: run_config checks it for flags, config files and recipes alike."""
     if config.max_steps is not None and config.warmup_steps > config.max_steps:
         report("warning", f"--warmup_steps {config.warmup_steps} is longer than the run (--max_steps "
                           f"{config.max_steps}): the learning rate never reaches --learning_rate "

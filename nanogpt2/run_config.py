@@ -11,6 +11,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -211,6 +212,8 @@ def check_value(name: str, value, where: str):
     if isinstance(value, bool) != (base is bool) or not isinstance(value, (int, float) if base is float else base):
         expected = {bool: "true or false (unquoted)", int: "an integer", float: "a number", str: "a string"}[base]
         raise SettingsError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
+    if base is float and not math.isfinite(value):  # NaN compares false: no bound would catch it
+        raise SettingsError(f"{where} is {value}; pass a finite number")
     for key, holds in BOUNDS.items():
         if key in FIELDS[name].metadata and not holds(value, FIELDS[name].metadata[key]):
             raise SettingsError(f"{where} must be {key.replace('_', ' ')} {FIELDS[name].metadata[key]} (got {value})")
