@@ -36,7 +36,7 @@ from .sources import load_hub_text_dataset, resolve_hub_dataset
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: each shard's max_token_id and tokens_sha256, as in its header
 
 
 @dataclass
@@ -120,7 +120,9 @@ class _ShardCutter:
         entry = {"file": name, "split": "val" if self.index == 0 else "train", "num_tokens": self.filled,
                  "num_documents": self.documents_in_shard, "first_document": self.shard_start.global_document,
                  "start": self.shard_start._asdict()}
-        entry["sha256"] = write_shard(self.output_dir / name, self.buffer[: self.filled], self.tokenizer.identity)
+        written = write_shard(self.output_dir / name, self.buffer[: self.filled], self.tokenizer.identity)
+        entry.update(sha256=written["sha256"], max_token_id=written["max_token_id"],
+                     tokens_sha256=written["tokens_sha256"])
         self.on_shard(self.index, entry, next_start)
         self.index += 1
         self.filled, self.documents_in_shard, self.shard_start = 0, 0, next_start
@@ -351,6 +353,10 @@ def verify_prepared(data_dir, full: bool = True) -> dict | None:
         if header["num_tokens"] != entry["num_tokens"]:
             raise DataError(f"shard {path} holds {header['num_tokens']:,} tokens, {MANIFEST} says "
                             f"{entry['num_tokens']:,}: changed after prepare; rebuild it with: {command}")
+        for key in ("max_token_id", "tokens_sha256"):
+            if key in entry and header[key] != entry[key]:
+                raise DataError(f"shard {path}: its header says {key} {header[key]}, {MANIFEST} says {entry[key]}: "
+                                f"changed after prepare; rebuild it with: {command}")
         if full and file_sha256(path) != entry["sha256"]:
             raise DataError(f"shard {path} no longer matches its sha256 in {MANIFEST}: changed after prepare "
                             f"(tampered, or damaged in a copy); rebuild it with: {command}")
