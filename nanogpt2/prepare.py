@@ -10,6 +10,7 @@ damaged shard on its own, and continue an interrupted run after its last shard.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import shlex
@@ -25,6 +26,7 @@ from .documents import (
     Chunk,
     batched,
     check_local_file,
+    expand_data_files,
     local_chunks,
     token_dtype,
     tokenize_chunks,
@@ -155,11 +157,16 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
                    progress: bool = True) -> dict:
     """Tokenize `source` into shards under `output_dir` and return the manifest (also in manifest.json).
 
+    `source.data_files`: .jsonl/.json/.parquet/.txt files, .jsonl.gz/.jsonl.zst, directories of them or glob
+    patterns; every input is read in bounded pieces, so memory does not grow with its size.
+
     `tokenizer_name`: None or "gpt2" for GPT-2's, or a tokenizer.json directory. A rerun with the same
     settings leaves intact shards untouched, rebuilds missing or damaged ones (each from where it
     started, to identical bytes) and continues an interrupted run; other settings are refused. Null or
     empty documents are skipped and counted (`skipped_documents`); temporary files of killed runs go."""
     output_dir = Path(output_dir)
+    if source.data_files:  # directories and glob patterns -> the files, in name order
+        source = dataclasses.replace(source, data_files=expand_data_files(source.data_files))
     tokenizer = load_tokenizer(tokenizer_name)
     settings = {"tokenizer": tokenizer.identity, "source": source.describe(), "shard_size": shard_size,
                 "max_tokens": max_tokens, "prefix": prefix, "chunking": CHUNKING}
