@@ -34,7 +34,13 @@ from .documents import (
 from .errors import DataError
 from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, file_sha256, sweep_temporaries
 from .shards import read_header, write_shard
-from .sources import load_hub_text_dataset, resolve_hub_dataset
+from .sources import (
+    download_hub_file,
+    is_hub_file,
+    load_hub_text_dataset,
+    resolve_hub_dataset,
+    resolve_hub_files,
+)
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -55,7 +61,8 @@ class Source:
 
     def describe(self) -> dict:
         if self.data_files:
-            return {"data_files": [str(Path(f).resolve()) for f in self.data_files], "text_column": self.text_column}
+            return {"data_files": [f if is_hub_file(f) else str(Path(f).resolve()) for f in self.data_files],
+                    "text_column": self.text_column}
         return {"dataset_name": self.dataset_name, "dataset_config_name": self.dataset_config_name,
                 "split": self.split, "revision": self.revision, "streaming": self.streaming,
                 "text_column": self.text_column}
@@ -166,7 +173,7 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
     empty documents are skipped and counted (`skipped_documents`); temporary files of killed runs go."""
     output_dir = Path(output_dir)
     if source.data_files:  # directories and glob patterns -> the files, in name order
-        source = dataclasses.replace(source, data_files=expand_data_files(source.data_files))
+        source = dataclasses.replace(source, data_files=_expand(source.data_files))
     tokenizer = load_tokenizer(tokenizer_name)
     settings = {"tokenizer": tokenizer.identity, "source": source.describe(), "shard_size": shard_size,
                 "max_tokens": max_tokens, "prefix": prefix, "chunking": CHUNKING}
@@ -222,7 +229,8 @@ def _validate(source: Source, output_dir: Path, settings: dict, num_proc: int) -
                         "--output_dir, or delete this one to start again")
     if source.data_files:
         for path in source.data_files:
-            check_local_file(path, source.text_column)
+            if not is_hub_file(path):  # (Hub files are checked once downloaded)
+                check_local_file(path, source.text_column)
     if manifest is not None and source.data_files and manifest["source"] != _local_origin(source.data_files):
         raise DataError(f"the --data_files changed size since {output_dir / MANIFEST} was made "
                         f"({manifest['source']}); prepare into a new --output_dir")
@@ -397,6 +405,9 @@ def _plan_chunks(source: Source, dataset):
     """The source's chunks, in order (deterministic: a rerun cuts the source the same way)."""
     if source.data_files:
         for path in source.data_files:
+            if is_hub_file(path):  # downloaded when the work reaches it (cached: a rerun reads the copy)
+                path = download_hub_file(path)
+                check_local_file(path, source.text_column)
             yield from local_chunks(path)
     elif source.streaming:
         for batch in batched(_streamed_texts(dataset, source), CHUNKING["streamed_documents"]):
@@ -427,9 +438,20 @@ def _new_manifest(source: Source, settings: dict) -> dict:
 
 
 def _local_origin(data_files) -> dict:
-    files = [Path(f) for f in data_files]
-    return {"data_files": [{"path": str(f.resolve()), "bytes": f.stat().st_size if f.is_file() else None}
-                           for f in files]}
+    """Each file with its size (a Hub file's URL is pinned to a commit: its bytes cannot change)."""
+    return {"data_files": [{"path": f, "bytes": None} if is_hub_file(f) else
+                           {"path": str(Path(f).resolve()), "bytes": Path(f).stat().st_size if Path(f).is_file()
+                            else None} for f in map(str, data_files)]}
+
+
+def _expand(data_files) -> list[str]:
+    """Local files, directories and glob patterns (`expand_data_files`), and hf://datasets/... files or
+    patterns of a Hub dataset, pinned to its current commit (`resolve_hub_files`)."""
+    files = []
+    for entry in map(str, data_files):
+        found = resolve_hub_files(entry) if is_hub_file(entry) else expand_data_files([entry])
+        files += [f for f in found if f not in files]
+    return files
 
 
 def _intact(path: Path, sha256: str) -> bool:

@@ -69,11 +69,16 @@ def token_statistics(tokens: np.ndarray, eot_token_id: int) -> dict:
     """What a shard header records about its tokens: the largest id, the number of documents (end-of-text
     tokens, plus one when the tokens start inside a document) and the sha256 of their bytes."""
     tokens = np.ascontiguousarray(tokens)
-    documents = int(np.count_nonzero(tokens == eot_token_id))
+    digest, largest, documents = hashlib.sha256(), 0, 0
+    step = max(1, SCAN_BLOCK_BYTES // tokens.itemsize)
+    for start in range(0, len(tokens), step):  # in blocks: no temporary as large as the shard
+        block = tokens[start : start + step]
+        digest.update(memoryview(block).cast("B"))
+        largest = max(largest, int(block.max()))
+        documents += int(np.count_nonzero(block == eot_token_id))
     if len(tokens) == 0 or tokens[0] != eot_token_id:
         documents += 1
-    return {"max_token_id": int(tokens.max()) if len(tokens) else 0, "documents": documents,
-            "tokens_sha256": hashlib.sha256(memoryview(tokens).cast("B")).hexdigest()}
+    return {"max_token_id": largest, "documents": documents, "tokens_sha256": digest.hexdigest()}
 
 
 def write_shard(path, tokens: np.ndarray, tokenizer_identity: dict, fsync: bool = True) -> dict:

@@ -351,3 +351,38 @@ def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_pa
     made = prepare_shards(Source(data_files=[str(tmp_path / "nulls.jsonl")]), tmp_path / "nulls", shard_size=4,
                           progress=False)
     assert made["skipped_documents"] == 2 and made["total_documents"] == 3
+
+
+def test_hub_parquet_files_are_read_at_a_pinned_commit(prepared, tmp_path, documents, monkeypatch):
+    """--data_files hf://datasets/<owner>/<name>/<glob>: the Hub's listing and download replaced by local parquet
+    files; the shards are those of the local .jsonl, the manifest names each file at the commit read."""
+    import huggingface_hub
+
+    import nanogpt2.sources
+
+    out, manifest = prepared
+    parquet = write_formats(tmp_path, documents[:400], rows_per_file=150)["parquet"]
+    calls = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(nanogpt2.sources, "resolve_hub_dataset", lambda name, revision: "c0ffee" * 6 + "0000")
+    sha = "c0ffee" * 6 + "0000"
+    monkeypatch.setattr(huggingface_hub.HfFileSystem, "glob", lambda self, path: [
+        f"datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/{p.name}" for p in reversed(sorted(parquet.iterdir()))
+        if path == f"datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/*.parquet"])
+
+    def download(repo_id, filename, repo_type, revision):
+        calls.append((repo_id, filename, repo_type, revision))
+        return str(parquet / Path(filename).name)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    source = Source(data_files=["hf://datasets/HuggingFaceFW/fineweb-edu/sample/10BT/*.parquet"])
+    hub = prepare_shards(source, tmp_path / "hub", shard_size=SHARD, max_tokens=MAX_TOKENS, progress=False)
+    assert shard_bytes(tmp_path / "hub", hub) == shard_bytes(out, manifest)
+    pinned = [f"hf://datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/part-{i:03d}.parquet" for i in range(3)]
+    assert hub["settings"]["source"]["data_files"] == pinned
+    # a file is downloaded when the work reaches it: the first one held the --max_tokens asked for
+    assert calls == [("HuggingFaceFW/fineweb-edu", "sample/10BT/part-000.parquet", "dataset", sha)]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="HuggingFaceFW/fineweb-edu cannot be loaded offline.*--data_files"):
+        prepare_shards(source, tmp_path / "offline", progress=False)
