@@ -136,10 +136,9 @@ def check_local_file(path, text_column: str = "text") -> None:
                             "again") from None
         if line.lstrip().startswith(b"["):
             raise DataError(f"{path} is one JSON array; write one JSON object per line (.jsonl) instead")
-        try:
-            _parse_lines([line], text_column)  # the first row, checked now
-        except _BadLine as bad:
-            raise DataError(f"{path}:{number}: {bad.args[1]}") from None
+        bad = _parse_lines([line], text_column)[1]  # the first row, checked now
+        if bad is not None:
+            raise DataError(f"{path}:{number}: {bad[1]}")
 
 
 def local_chunks(path) -> Iterator[Chunk]:
@@ -191,12 +190,9 @@ def _compressed_line_chunks(path: Path, compression: str) -> Iterator[Chunk]:
                         "again") from None
 
 
-class _BadLine(Exception):
-    """A JSON line that cannot be read: its index in the lines given, and what is wrong."""
-
-
-def _parse_lines(lines: Sequence[bytes], text_column: str) -> list:
-    """The `text_column` of each non-blank JSON line (None where it is null); raises _BadLine(index, problem)."""
+def _parse_lines(lines: Sequence[bytes], text_column: str) -> tuple[list, tuple[int, str] | None]:
+    """The `text_column` of each non-blank JSON line (None where it is null), and (index, problem) of the first
+    line that cannot be read (then the texts stop before it), or None."""
     texts = []
     for index, line in enumerate(lines):
         if not line.strip():
@@ -216,8 +212,8 @@ def _parse_lines(lines: Sequence[bytes], text_column: str) -> list:
                 problem = f"{text_column!r} holds {type(text).__name__}, not text (set --text_column)"
             else:
                 problem = f"no {text_column!r} field (set --text_column)"
-        raise _BadLine(index, problem)
-    return texts
+        return texts, (index, problem)
+    return texts, None
 
 
 def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
@@ -228,16 +224,16 @@ def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
         with open(chunk.path, "rb") as f:
             f.seek(chunk.start)
             lines = f.read(chunk.stop - chunk.start).split(b"\n")
-    try:
-        return _parse_lines(lines, text_column)
-    except _BadLine as bad:
-        index, problem = bad.args
-        if chunk.kind == "lines":
-            before = chunk.start
-        else:  # only on an error: the line number needs the lines before the chunk
-            with open(chunk.path, "rb") as f:
-                before = f.read(chunk.start).count(b"\n")
-        raise DataError(f"{chunk.path}:{before + index + 1}: {problem}") from None
+    texts, bad = _parse_lines(lines, text_column)
+    if bad is None:
+        return texts
+    index, problem = bad
+    if chunk.kind == "lines":
+        before = chunk.start
+    else:  # only on an error: the line number needs the lines before the chunk
+        with open(chunk.path, "rb") as f:
+            before = f.read(chunk.start).count(b"\n")
+    raise DataError(f"{chunk.path}:{before + index + 1}: {problem}")
 
 
 def _read_txt(path) -> str:
