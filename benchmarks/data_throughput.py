@@ -12,7 +12,8 @@ and how many processes of this machine's speed keep up with one GPU at --gpu_tok
 - shard loader: `TrainLoader` over the prepared shards (B=16, T=1024): what training from shards costs.
 
 Contenders run interleaved for --rounds rounds (best round reported); each also prints tokens per
-CPU-second of this process (and its workers), which other load on the machine disturbs less.
+CPU-second of this process (and its workers), which other load on the machine disturbs less: it is the rate
+of one process that has a core to itself. The processes needed for one GPU are given from both rates.
 """
 
 from __future__ import annotations
@@ -97,12 +98,13 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     gpu = args.gpu_tokens_per_sec
-    print(f"\n| path | M tokens/s, 1 process | M tokens per CPU-second | processes for 1 GPU at {gpu / 1e3:.0f}K "
-          f"tokens/s | for 8 GPUs |\n|---|---|---|---|---|")
+    print(f"\n| path | M tokens/s, 1 process (wall) | M tokens per CPU-second | processes for 1 GPU at "
+          f"{gpu / 1e3:.0f}K tokens/s: by wall / by CPU-second | for 8 GPUs, by CPU-second |\n|---|---|---|---|---|")
     for name, r in best.items():
-        print(f"| {name} | {r['rate'] / 1e6:.2f} | {r['tokens'] / max(r['cpu'], 1e-9) / 1e6:.2f} | "
-              f"{gpu / r['rate']:.2f} -> {math.ceil(gpu / r['rate'])} | {8 * gpu / r['rate']:.2f} -> "
-              f"{math.ceil(8 * gpu / r['rate'])} |")
+        per_cpu = r["tokens"] / max(r["cpu"], 1e-9)
+        worst = math.ceil(gpu / min(r["rate"], per_cpu))
+        print(f"| {name} | {r['rate'] / 1e6:.2f} | {per_cpu / 1e6:.2f} | {gpu / r['rate']:.2f} / {gpu / per_cpu:.2f} "
+              f"-> {worst} | {8 * gpu / per_cpu:.2f} -> {math.ceil(8 * gpu / per_cpu)} |")
     return 0
 
 
