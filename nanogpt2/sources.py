@@ -145,7 +145,7 @@ def is_hub_file(name) -> bool:
     return str(name).startswith(HUB_FILES_PREFIX)
 
 
-def _split_hub_url(url: str) -> tuple[str, str | None, str]:
+def split_hub_url(url: str) -> tuple[str, str | None, str]:
     """hf://datasets/<owner>/<name>[@<revision>]/<path> -> (repo id, revision or None, path in the repository)."""
     parts = url[len(HUB_FILES_PREFIX) :].split("/", 2)
     if len(parts) < 3 or not parts[2]:
@@ -159,7 +159,7 @@ def resolve_hub_files(pattern: str) -> list[str]:
     """The files of a Hub dataset that `pattern` (hf://datasets/<owner>/<name>[@<revision>]/<path or glob>)
     names, in name order, as hf:// URLs pinned to the commit sha they were listed at (a rerun reads the same
     bytes). Offline or unreachable: one DataError line (`resolve_hub_dataset`)."""
-    repo_id, revision, path = _split_hub_url(pattern)
+    repo_id, revision, path = split_hub_url(pattern)
     sha = resolve_hub_dataset(repo_id, revision)
     from huggingface_hub import HfFileSystem
 
@@ -178,7 +178,7 @@ def resolve_hub_files(pattern: str) -> list[str]:
 def download_hub_file(url: str) -> Path:
     """A pinned hf:// file (`resolve_hub_files`) in the Hugging Face cache (downloaded once; an interrupted
     download resumes); one DataError line when it cannot be fetched."""
-    repo_id, revision, filename = _split_hub_url(url)
+    repo_id, revision, filename = split_hub_url(url)
     if hub_offline():
         raise DataError(f"cannot download {url} offline (HF_HUB_OFFLINE is set) and it is not cached; "
                         + OFFLINE_HINT)
