@@ -4,6 +4,7 @@
     python prepare_fineweb.py                          # FineWeb-Edu sample-10BT (online) -> edu_fineweb10B/, 100M/shard
     python prepare_fineweb.py --streaming --max_tokens 10000000    # try it on the first 10M tokens
     python prepare_fineweb.py --data_files docs.jsonl --output_dir data/docs --shard_size 1000000   # offline
+    python prepare_fineweb.py --data_files fineweb-edu/sample/10BT/ --output_dir edu_fineweb10B  # its parquet files
 
 Shard 0 is validation, the rest training. Every document is prefixed with <|endoftext|> and encoded with
 encode_ordinary (special-token text inside documents is plain text). Any --num_proc gives the same bytes.
@@ -30,8 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("--revision", default=None,
                         help="Hub dataset branch, tag or commit (default main); the commit read is in the manifest")
     parser.add_argument("--data_files", nargs="+",
-                        help="local .jsonl/.json/.parquet files (one document per row) or .txt files (one document "
-                             "each) instead of the Hub; works offline")
+                        help="local .jsonl/.json/.parquet files (one document per row; also .jsonl.gz and .jsonl.zst) "
+                             "or .txt files (one document each), directories of them or glob patterns (quoted), "
+                             "instead of the Hub; works offline, streamed in bounded memory")
     parser.add_argument("--text_column", default="text", help="the column that holds the documents' text")
     parser.add_argument("--output_dir", default="edu_fineweb10B",
                         help="where the shards and manifest.json go (default: %(default)s)")

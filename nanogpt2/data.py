@@ -6,11 +6,17 @@ has no period tied to the data layout. Global window g goes to rank g % world_si
 disjoint windows; the state is (epoch, windows consumed), which makes resume exact, also on another
 number of processes (the global window order does not depend on it).
 StreamingTrainLoader gives the same interface over a streaming `datasets` dataset.
+
+Start-up costs O(shards): `open_token_shards` reads headers (and manifest.json), and TrainLoader lays out
+an epoch from the shards' token and document counts; a shard's tokens are first read when training
+reaches it (checked against their sha256 then, see nanogpt2.shards.TokenShard), and only a few shards'
+document tables and memory maps are kept at once.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from queue import Full, Queue
@@ -20,14 +26,19 @@ import torch
 
 from .configuration_nanogpt2 import EOT_TOKEN_ID
 from .errors import DataError
-from .shards import open_shard
+from .shards import TokenShard, open_token_shard
 
 SHARD_EXTENSIONS = (".bin", ".npy")  # nanogpt2 and llm.c/modded-nanogpt .bin, build-nanogpt .npy
+CACHED_SHARD_TABLES = 4  # document tables of shards a TrainLoader keeps (a window rarely spans more than 2)
 
 
-def open_token_shards(data_dir, split: str, tokenizer=None) -> list[np.ndarray]:
-    """The memory-mapped, validated token shards of `split` ("train" or "val") in a directory of
-    prepare_fineweb.py, llm.c/modded-nanogpt or build-nanogpt shards: files named `*_<split>_*.bin|.npy`."""
+def open_token_shards(data_dir, split: str, tokenizer=None) -> list[TokenShard]:
+    """The validated token shards of `split` ("train" or "val") in a directory of prepare_fineweb.py,
+    llm.c/modded-nanogpt or build-nanogpt shards: files named `*_<split>_*.bin|.npy`. Only headers are read
+    (and checked against manifest.json when there is one); shards that record no statistics (older
+    nanogpt2 shards, other tools') are read in full once, with a one-line note on stderr. No file stays open."""
+    from .prepare import read_manifest
+
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"--data_dir {data_dir} does not exist; create it with prepare_fineweb.py "
@@ -36,7 +47,16 @@ def open_token_shards(data_dir, split: str, tokenizer=None) -> list[np.ndarray]:
     if not files:
         raise DataError(f"no {split} shards (*_{split}_*.bin or .npy) in {data_dir}; create them with "
                         "prepare_fineweb.py (or python -m nanogpt2.fetch_shards)")
-    return [open_shard(f, tokenizer=tokenizer) for f in files]
+    manifest = read_manifest(data_dir)
+    entries = {entry.get("file"): entry for entry in manifest["shards"]} if manifest else {}
+    shards = [open_token_shard(f, tokenizer=tokenizer, expected=entries.get(f.name)) for f in files]
+    scanned = [s for s in shards if s.scanned]
+    if scanned:
+        kinds = ", ".join(sorted({"older nanogpt2" if s.kind == "nanogpt2" else s.kind for s in scanned}))
+        print(f"nanogpt2: {len(scanned)} of {len(shards)} {split} shards in {data_dir} ({kinds}, e.g. "
+              f"{scanned[0].path.name}) record no largest token id: each was read in full to check it; shards "
+              "written by this version of prepare_fineweb.py are checked from their headers", file=sys.stderr)
+    return shards
 
 
 def _document_spans(tokens: np.ndarray, eot_token_id: int) -> np.ndarray:
@@ -48,22 +68,52 @@ def _document_spans(tokens: np.ndarray, eot_token_id: int) -> np.ndarray:
     return np.stack([starts, lengths], axis=1)
 
 
+class _InMemory:
+    """An array already in memory (tokenized text) with TokenShard's interface for the loaders."""
+
+    def __init__(self, tokens: np.ndarray):
+        self.tokens, self._spans = np.asarray(tokens), {}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, key):
+        return self.tokens[key]
+
+    def document_spans(self, eot_token_id: int) -> np.ndarray:
+        if eot_token_id not in self._spans:
+            self._spans[eot_token_id] = _document_spans(self.tokens, eot_token_id)
+        return self._spans[eot_token_id]
+
+    def document_count(self, eot_token_id: int) -> int:
+        return len(self.document_spans(eot_token_id))
+
+
+def _as_token_source(array):
+    return array if isinstance(array, (TokenShard, _InMemory)) else _InMemory(array)
+
+
 def _windows_to_tensors(window: np.ndarray, batch_size: int, seq_len: int):
     window = torch.from_numpy(window.astype(np.int64))
     return window[:-1].view(batch_size, seq_len), window[1:].view(batch_size, seq_len)
 
 
 class TrainLoader:
-    """Endless (x, y) training batches of shape (batch_size, seq_len) for one rank."""
+    """Endless (x, y) training batches of shape (batch_size, seq_len) for one rank.
 
-    def __init__(self, token_arrays: Sequence[np.ndarray], batch_size: int, seq_len: int, rank: int = 0,
+    `token_arrays`: TokenShards (`open_token_shards`) or arrays. An epoch is laid out from the arrays'
+    token and document counts only; a shard's documents are located (one read of the shard) when the
+    stream reaches it. The order is that of one table of every document (shard order from the epoch's
+    generator, then each shard's document order from the same generator, in turn): the generator's state
+    before each shard's permutation is kept, so the shard's part of that table is made when needed."""
+
+    def __init__(self, token_arrays: Sequence, batch_size: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, seed: int = 1337, shuffle: bool = True, eot_token_id: int = EOT_TOKEN_ID):
-        self.arrays = list(token_arrays)
+        self.arrays = [_as_token_source(a) for a in token_arrays]
         self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.eot_token_id = seed, shuffle, eot_token_id
         self.window_tokens = batch_size * seq_len
-        self.spans = [_document_spans(a, eot_token_id) for a in self.arrays]
         self.total_tokens = sum(len(a) for a in self.arrays)
         self.windows_per_epoch = (self.total_tokens - 1) // self.window_tokens
         if self.windows_per_epoch < world_size:
@@ -71,34 +121,72 @@ class TrainLoader:
                 f"{self.total_tokens:,} training tokens are too few for {world_size} process(es) x "
                 f"{batch_size} x {seq_len} tokens per batch; use more data or a smaller batch/sequence length"
             )
+        self._counts: dict[int, int] = {}  # documents per array, asked for when the generator needs them
+        self._spans: OrderedDict[int, np.ndarray] = OrderedDict()  # the last arrays' document spans
         self.epoch, self.step_in_epoch = 0, 0
         self._build_epoch()
 
     def _build_epoch(self) -> None:
-        """The epoch's document table: (array, start, length) rows in reading order, and their offsets."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.arrays)) if self.shuffle else np.arange(len(self.arrays))
-        tables = []
-        for index in order:
-            spans = self.spans[index]
-            if self.shuffle:
-                spans = spans[rng.permutation(len(spans))]
-            tables.append(np.column_stack([np.full(len(spans), index), spans]))
-        self.table = np.concatenate(tables)
-        self.offsets = np.concatenate([[0], np.cumsum(self.table[:, 2])])
+        """The epoch's shard order and where each shard starts in the stream; the document order inside
+        a shard comes later (`_shard_table`), from the generator state saved before it."""
+        self._rng = np.random.default_rng([self.seed, self.epoch])
+        n = len(self.arrays)
+        self.order = self._rng.permutation(n) if self.shuffle else np.arange(n)
+        self.shard_offsets = np.concatenate([[0], np.cumsum([len(self.arrays[i]) for i in self.order])])
+        self._states: list[dict] = []  # generator state before the document permutation of each slot
+        self._tables: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def _count(self, index: int) -> int:
+        if index not in self._counts:
+            self._counts[index] = self.arrays[index].document_count(self.eot_token_id)
+        return self._counts[index]
+
+    def _document_spans(self, index: int) -> np.ndarray:
+        if index in self._spans:
+            self._spans.move_to_end(index)
+        else:
+            self._spans[index] = self.arrays[index].document_spans(self.eot_token_id)
+            while len(self._spans) > CACHED_SHARD_TABLES:
+                self._spans.popitem(last=False)
+        return self._spans[index]
+
+    def _shard_table(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """The documents of the `slot`-th shard of this epoch's order, in reading order ((start, length)
+        rows), and their offsets from the shard's start."""
+        if slot in self._tables:
+            self._tables.move_to_end(slot)
+            return self._tables[slot]
+        spans = self._document_spans(int(self.order[slot]))
+        if self.shuffle:
+            while len(self._states) <= slot:  # advance the generator over the shards before, as one table did
+                self._states.append(self._rng.bit_generator.state)
+                self._rng.permutation(self._count(int(self.order[len(self._states) - 1])))
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = self._states[slot]
+            spans = spans[rng.permutation(len(spans))]
+        self._tables[slot] = (spans, np.concatenate([[0], np.cumsum(spans[:, 1])]))
+        while len(self._tables) > CACHED_SHARD_TABLES:
+            self._tables.popitem(last=False)
+        return self._tables[slot]
 
     def _read(self, begin: int, end: int) -> np.ndarray:
         """Tokens [begin, end) of this epoch's virtual stream."""
         out = np.empty(end - begin, dtype=np.int64)
-        row = int(np.searchsorted(self.offsets, begin, side="right")) - 1
+        slot = int(np.searchsorted(self.shard_offsets, begin, side="right")) - 1
         written = 0
         while written < len(out):
-            array_index, start, length = self.table[row]
-            skip = begin + written - self.offsets[row]
-            take = min(length - skip, len(out) - written)
-            out[written : written + take] = self.arrays[array_index][start + skip : start + skip + take]
-            written += take
-            row += 1
+            array = self.arrays[int(self.order[slot])]
+            table, offsets = self._shard_table(slot)
+            position = begin + written - int(self.shard_offsets[slot])  # inside this shard's part of the stream
+            row = int(np.searchsorted(offsets, position, side="right")) - 1
+            while written < len(out) and row < len(table):
+                start, length = int(table[row, 0]), int(table[row, 1])
+                skip = begin + written - int(self.shard_offsets[slot]) - int(offsets[row])
+                take = min(length - skip, len(out) - written)
+                out[written : written + take] = array[start + skip : start + skip + take]
+                written += take
+                row += 1
+            slot += 1
         return out
 
     def next_batch(self):
@@ -140,16 +228,18 @@ class TrainLoader:
 
 class ValidationLoader:
     """The same `num_batches` validation batches every time (the first tokens, never shuffled);
-    batch i belongs to rank i % world_size, so what is evaluated does not depend on the process count."""
+    batch i belongs to rank i % world_size, so what is evaluated does not depend on the process count.
+    The arrays are read where the batches lie (nothing is concatenated in memory)."""
 
-    def __init__(self, token_arrays: Sequence[np.ndarray], batch_size: int, seq_len: int, num_batches: int,
+    def __init__(self, token_arrays: Sequence, batch_size: int, seq_len: int, num_batches: int,
                  rank: int = 0, world_size: int = 1):
-        self.stream = np.concatenate([np.asarray(a) for a in token_arrays]) if len(token_arrays) > 1 else \
-            np.asarray(token_arrays[0])
+        self.arrays = [_as_token_source(a) for a in token_arrays]
+        self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in self.arrays])])
         self.batch_size, self.seq_len = batch_size, seq_len
-        available = (len(self.stream) - 1) // (batch_size * seq_len)
+        total = int(self.offsets[-1])
+        available = (total - 1) // (batch_size * seq_len)
         if available <= 0:
-            raise DataError(f"{len(self.stream):,} validation tokens are fewer than one batch of "
+            raise DataError(f"{total:,} validation tokens are fewer than one batch of "
                             f"{batch_size} x {seq_len}; use more validation data or a smaller batch")
         self.num_batches = min(num_batches, available)
         self.indices = list(range(rank, self.num_batches, world_size))
@@ -157,10 +247,22 @@ class ValidationLoader:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _read(self, begin: int, end: int) -> np.ndarray:
+        out = np.empty(end - begin, dtype=np.int64)
+        index = int(np.searchsorted(self.offsets, begin, side="right")) - 1
+        written = 0
+        while written < len(out):
+            start = begin + written - int(self.offsets[index])
+            take = min(len(self.arrays[index]) - start, len(out) - written)
+            out[written : written + take] = self.arrays[index][start : start + take]
+            written += take
+            index += 1
+        return out
+
     def __iter__(self):
         tokens = self.batch_size * self.seq_len
         for i in self.indices:
-            yield _windows_to_tensors(self.stream[i * tokens : (i + 1) * tokens + 1], self.batch_size, self.seq_len)
+            yield _windows_to_tensors(self._read(i * tokens, (i + 1) * tokens + 1), self.batch_size, self.seq_len)
 
 
 def stream_text(row: dict, text_column: str) -> str | None:

@@ -2,15 +2,18 @@
 tokenizes by itself, and the token arrays come back in order.
 
 A chunk is a 2 MiB line-aligned byte range of a .jsonl file, a row group of a .parquet file, a whole
-.txt file (one document), 1,024 rows of a downloaded `datasets` dataset, or a batch of documents that
-the main process read (a stream can only be read in order). When workers read their own chunks the
-main process only receives tokens, so it does not limit how many processes can work; when it reads
-and sends every document itself, as build-nanogpt's fineweb.py does, it saturates at a few workers
-(docs/benchmarks.md).
+.txt file (one document), 1,024 rows of a downloaded `datasets` dataset, 2 MiB of lines of a compressed
+.jsonl.gz/.jsonl.zst file (decompressed by the main process as a stream: it cannot be cut by seeking), or
+a batch of documents that the main process read (a stream can only be read in order). When workers read
+their own chunks the main process only receives tokens, so it does not limit how many processes can work;
+when it reads and sends every document itself, as build-nanogpt's fineweb.py does, it saturates at a few
+workers (docs/benchmarks.md). Every chunk is bounded, and at most a few per process are in flight, so
+memory stays bounded whatever the size of the input.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,7 +27,8 @@ from .errors import DataError
 
 # how sources are cut into chunks (a prepared directory records it: a rerun must cut the same way)
 CHUNKING = {"jsonl_bytes": 2 * 1024 * 1024, "dataset_rows": 1024, "streamed_documents": 256}
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst")
 
 
 def token_dtype(vocab_size: int):
@@ -33,15 +37,68 @@ def token_dtype(vocab_size: int):
 
 @dataclass(frozen=True)
 class Chunk:
-    """A unit of work: "jsonl" (bytes [start, stop) of a JSON-lines file), "parquet" (row group `start`),
-    "txt" (a whole file, one document), "rows" (rows [start, stop) of a `datasets` dataset) or "texts"
-    (documents that the main process read)."""
+    """A unit of work: "jsonl" (bytes [start, stop) of a JSON-lines file), "lines" (`data`: whole lines of a
+    compressed JSON-lines file, the first of them line `start` + 1), "parquet" (row group `start`, its first
+    row `stop`), "txt" (a whole file, one document), "rows" (rows [start, stop) of a `datasets` dataset) or
+    "texts" (documents that the main process read, the first of them document `start` of the source)."""
 
     kind: str
     path: str | None = None
     start: int = 0
     stop: int = 0
     texts: tuple[str, ...] | None = None
+    data: bytes | None = None
+
+
+def file_kind(path) -> tuple[str, str | None]:
+    """("jsonl" | "parquet" | "txt", compression or None) of a local data file, from its name."""
+    name = Path(path).name.lower()
+    suffix = next((s for s in sorted(LOCAL_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+    if suffix is None:
+        got = "".join(Path(path).suffixes[-2:]) or "none"
+        raise DataError(f"{path}: unsupported file type ({got}); use one of {', '.join(LOCAL_SUFFIXES)} "
+                        "(a directory or a glob pattern of such files also works)")
+    kind = {".parquet": "parquet", ".txt": "txt"}.get(suffix, "jsonl")
+    return kind, COMPRESSIONS.get(Path(suffix).suffix) if suffix.count(".") > 1 else None
+
+
+def expand_data_files(patterns: Sequence[str]) -> list[str]:
+    """--data_files as given: files, directories (their data files, in name order) and glob patterns (in name
+    order), each file once, in the order given. Fails on a name that matches nothing."""
+    files = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and _supported(p))
+            if not found:
+                raise DataError(f"data directory {path} holds no data files ({', '.join(LOCAL_SUFFIXES)})")
+        elif glob.has_magic(pattern) and not path.exists():
+            found = sorted(p for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not found:
+                raise DataError(f"--data_files pattern {pattern!r} matches no file")
+        else:
+            found = [pattern]
+        files += [f for f in found if f not in files]
+    return files
+
+
+def _supported(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and any(name.endswith(s) for s in LOCAL_SUFFIXES)
+
+
+def open_decompressed(path, compression: str):
+    """A binary stream of the decompressed content (gzip: the standard library; zstd: pyarrow's codec)."""
+    if compression == "gzip":
+        import gzip
+
+        return gzip.open(path, "rb")
+    import io
+
+    import pyarrow as pa
+
+    return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), compression), 1 << 20)
 
 
 def check_local_file(path, text_column: str = "text") -> None:
@@ -51,53 +108,93 @@ def check_local_file(path, text_column: str = "text") -> None:
         raise DataError(f"data file {path} is a directory; pass the files in it")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
-    if suffix == ".parquet":
+    kind, compression = file_kind(path)
+    if kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = pq.ParquetFile(path).schema_arrow.names
-        if text_column not in names:
-            raise DataError(f"{path}: no {text_column!r} column (columns: {names}); set --text_column")
-    elif suffix in (".jsonl", ".json"):
-        with open(path, "rb") as f:
-            end = 0
-            for line in f:
-                end += len(line)
-                if line.strip():
-                    break
+        try:
+            schema = pq.ParquetFile(path).schema_arrow
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path} is not a readable parquet file ({error}); write or download it again") from None
+        if text_column not in schema.names:
+            raise DataError(f"{path}: no {text_column!r} column (columns: {schema.names}); set --text_column")
+        column_type = schema.field(text_column).type
+        if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+                or pa.types.is_null(column_type) or str(column_type) == "string_view"):
+            raise DataError(f"{path}, row 0: column {text_column!r} holds {column_type}, not text (the whole column "
+                            "does); set --text_column")
+    elif kind == "jsonl":
+        try:
+            with (open_decompressed(path, compression) if compression else open(path, "rb")) as f:
+                number, line = 0, b""
+                for number, line in enumerate(f, 1):
+                    if line.strip():
+                        break
+        except (OSError, EOFError, ValueError) as error:  # not gzip/zstd, or cut short
+            raise DataError(f"{path} cannot be decompressed as {compression} ({error}); download or write it "
+                            "again") from None
         if line.lstrip().startswith(b"["):
             raise DataError(f"{path} is one JSON array; write one JSON object per line (.jsonl) instead")
-        _jsonl_texts(Chunk("jsonl", str(path), 0, end), text_column)  # the first row, checked now
+        bad = _parse_lines([line], text_column)[1]  # the first row, checked now
+        if bad is not None:
+            raise DataError(f"{path}:{number}: {bad[1]}")
 
 
-def local_chunks(path) -> list[Chunk]:
-    """The chunks of one local file, in order."""
+def local_chunks(path) -> Iterator[Chunk]:
+    """The chunks of one local file, in order (read lazily: a compressed file is decompressed as they go)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return [Chunk("txt", str(path))]
-    if suffix == ".parquet":
+    kind, compression = file_kind(path)
+    if kind == "txt":
+        yield Chunk("txt", str(path))
+    elif kind == "parquet":
         import pyarrow.parquet as pq
 
-        return [Chunk("parquet", str(path), i) for i in range(pq.ParquetFile(path).num_row_groups)]
-    chunks, size, start = [], path.stat().st_size, 0
-    with open(path, "rb") as f:
-        while start < size:
-            f.seek(min(start + CHUNKING["jsonl_bytes"], size))
-            f.readline()  # on to the end of the line: chunks hold whole lines
-            chunks.append(Chunk("jsonl", str(path), start, f.tell()))
-            start = f.tell()
-    return chunks
+        metadata = pq.ParquetFile(path).metadata
+        first_row = 0
+        for i in range(metadata.num_row_groups):
+            yield Chunk("parquet", str(path), i, first_row)
+            first_row += metadata.row_group(i).num_rows
+    elif compression:
+        yield from _compressed_line_chunks(path, compression)
+    else:
+        size, start = path.stat().st_size, 0
+        with open(path, "rb") as f:
+            while start < size:
+                f.seek(min(start + CHUNKING["jsonl_bytes"], size))
+                f.readline()  # on to the end of the line: chunks hold whole lines
+                yield Chunk("jsonl", str(path), start, f.tell())
+                start = f.tell()
 
 
-def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
-    with open(chunk.path, "rb") as f:
-        f.seek(chunk.start)
-        lines = f.read(chunk.stop - chunk.start).split(b"\n")
+def _compressed_line_chunks(path: Path, compression: str) -> Iterator[Chunk]:
+    """Whole lines, about CHUNKING["jsonl_bytes"] of them at a time, of a compressed JSON-lines file."""
+    line, rest = 0, b""
+    try:
+        with open_decompressed(path, compression) as f:
+            while True:
+                block = f.read(CHUNKING["jsonl_bytes"])
+                data = rest + block
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if cut == 0 and block:  # no line end yet: read on
+                    rest = data
+                    continue
+                if cut:
+                    yield Chunk("lines", str(path), line, data=data[:cut])
+                    line += data.count(b"\n", 0, cut)
+                rest = data[cut:]
+                if not block:
+                    return
+    except (OSError, EOFError, ValueError) as error:  # damaged or cut short
+        raise DataError(f"{path}: cannot decompress it past line {line:,} ({error}); download or write it "
+                        "again") from None
+
+
+def _parse_lines(lines: Sequence[bytes], text_column: str) -> tuple[list, tuple[int, str] | None]:
+    """The `text_column` of each non-blank JSON line (None where it is null), and (index, problem) of the first
+    line that cannot be read (then the texts stop before it), or None."""
     texts = []
-    for number, line in enumerate(lines):
+    for index, line in enumerate(lines):
         if not line.strip():
             continue
         try:
@@ -108,13 +205,31 @@ def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
             problem = f"not valid JSON ({error.msg})"
         else:
             if isinstance(row, dict) and text_column in row:
-                texts.append(row[text_column])
+                texts.append(row[text_column])  # null, empty or not text: skipped and counted (`drop_empty`)
                 continue
             problem = f"no {text_column!r} field (set --text_column)"
-        with open(chunk.path, "rb") as f:  # only on an error: the line number needs the lines before the chunk
-            line_number = f.read(chunk.start).count(b"\n") + number + 1
-        raise DataError(f"{chunk.path}:{line_number}: {problem}")
-    return texts
+        return texts, (index, problem)
+    return texts, None
+
+
+def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
+    """The texts of a "jsonl" or "lines" chunk; a bad line raises DataError with its file:line."""
+    if chunk.kind == "lines":
+        lines = chunk.data.split(b"\n")
+    else:
+        with open(chunk.path, "rb") as f:
+            f.seek(chunk.start)
+            lines = f.read(chunk.stop - chunk.start).split(b"\n")
+    texts, bad = _parse_lines(lines, text_column)
+    if bad is None:
+        return texts
+    index, problem = bad
+    if chunk.kind == "lines":
+        before = chunk.start
+    else:  # only on an error: the line number needs the lines before the chunk
+        with open(chunk.path, "rb") as f:
+            before = f.read(chunk.start).count(b"\n")
+    raise DataError(f"{chunk.path}:{before + index + 1}: {problem}")
 
 
 def _read_txt(path) -> str:
@@ -244,9 +359,10 @@ def tokenize_documents(documents: Sequence[str], tokenizer, num_proc: int = 1) -
 
 def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 1,
                    skipped: list | None = None) -> np.ndarray:
-    """Local .txt/.jsonl/.json/.parquet files -> one token stream (see `tokenize_documents`): a .txt file
-    is one document, the others one document per row in `text_column`. Rows whose `text_column` is null,
-    empty or not text are skipped; `skipped`, when given, receives each chunk's count of them."""
+    """Local .txt/.jsonl/.json/.parquet (and .jsonl.gz/.jsonl.zst) files -> one token stream (see
+    `tokenize_documents`): a .txt file is one document, the others one document per row in `text_column`.
+    Rows whose `text_column` is null, empty or not text are skipped; `skipped`, when given, receives each
+    chunk's count of them."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in paths:
         check_local_file(path, text_column)

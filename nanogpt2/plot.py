@@ -34,11 +34,16 @@ def training_dataset(config: dict) -> str | None:
     if not config.get("data_dir"):
         return None
     from .prepare import read_manifest
+    from .sources import is_hub_file, split_hub_url
 
     data_dir = Path(config["data_dir"])
     manifest = read_manifest(data_dir)
     if manifest is not None:
-        return manifest["settings"].get("source", {}).get("dataset_name")
+        source = manifest["settings"].get("source", {})
+        files = source.get("data_files") or []
+        repos = {split_hub_url(f)[0] for f in files if is_hub_file(f)}  # hf://datasets/<repo>@<sha>/... files
+        return source.get("dataset_name") or (repos.pop() if len(repos) == 1 and all(map(is_hub_file, files))
+                                               else None)
     if data_dir.is_dir() and any(f.name.startswith(FINEWEB_EDU_SHARD_PREFIXES) for f in data_dir.iterdir()):
         return FINEWEB_EDU
     return None

@@ -10,6 +10,7 @@ damaged shard on its own, and continue an interrupted run after its last shard.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import shlex
@@ -25,6 +26,7 @@ from .documents import (
     Chunk,
     batched,
     check_local_file,
+    expand_data_files,
     local_chunks,
     token_dtype,
     tokenize_chunks,
@@ -32,11 +34,17 @@ from .documents import (
 from .errors import DataError
 from .fileio import TMP_PREFIX, atomic_write_text, check_output_dir, file_sha256, path_inside, sweep_temporaries
 from .shards import read_header, write_shard
-from .sources import load_hub_text_dataset, resolve_hub_dataset
+from .sources import (
+    download_hub_file,
+    is_hub_file,
+    load_hub_text_dataset,
+    resolve_hub_dataset,
+    resolve_hub_files,
+)
 from .tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: each shard's max_token_id and tokens_sha256, as in its header
 
 
 @dataclass
@@ -53,7 +61,8 @@ class Source:
 
     def describe(self) -> dict:
         if self.data_files:
-            return {"data_files": [str(Path(f).resolve()) for f in self.data_files], "text_column": self.text_column}
+            return {"data_files": [f if is_hub_file(f) else str(Path(f).resolve()) for f in self.data_files],
+                    "text_column": self.text_column}
         return {"dataset_name": self.dataset_name, "dataset_config_name": self.dataset_config_name,
                 "split": self.split, "revision": self.revision, "streaming": self.streaming,
                 "text_column": self.text_column}
@@ -120,7 +129,9 @@ class _ShardCutter:
         entry = {"file": name, "split": "val" if self.index == 0 else "train", "num_tokens": self.filled,
                  "num_documents": self.documents_in_shard, "first_document": self.shard_start.global_document,
                  "start": self.shard_start._asdict()}
-        entry["sha256"] = write_shard(self.output_dir / name, self.buffer[: self.filled], self.tokenizer.identity)
+        written = write_shard(self.output_dir / name, self.buffer[: self.filled], self.tokenizer.identity)
+        entry.update(sha256=written["sha256"], max_token_id=written["max_token_id"],
+                     tokens_sha256=written["tokens_sha256"])
         self.on_shard(self.index, entry, next_start)
         self.index += 1
         self.filled, self.documents_in_shard, self.shard_start = 0, 0, next_start
@@ -155,11 +166,16 @@ def prepare_shards(source: Source, output_dir, tokenizer_name=None, shard_size: 
                    progress: bool = True) -> dict:
     """Tokenize `source` into shards under `output_dir` and return the manifest (also in manifest.json).
 
+    `source.data_files`: .jsonl/.json/.parquet/.txt files, .jsonl.gz/.jsonl.zst, directories of them or glob
+    patterns; every input is read in bounded pieces, so memory does not grow with its size.
+
     `tokenizer_name`: None or "gpt2" for GPT-2's, or a tokenizer.json directory. A rerun with the same
     settings leaves intact shards untouched, rebuilds missing or damaged ones (each from where it
     started, to identical bytes) and continues an interrupted run; other settings are refused. Null or
     empty documents are skipped and counted (`skipped_documents`); temporary files of killed runs go."""
     output_dir = Path(output_dir)
+    if source.data_files:  # directories and glob patterns -> the files, in name order
+        source = dataclasses.replace(source, data_files=_expand(source.data_files))
     tokenizer = load_tokenizer(tokenizer_name)
     settings = {"tokenizer": tokenizer.identity, "source": source.describe(), "shard_size": shard_size,
                 "max_tokens": max_tokens, "prefix": prefix, "chunking": CHUNKING}
@@ -215,7 +231,8 @@ def _validate(source: Source, output_dir: Path, settings: dict, num_proc: int) -
                         "--output_dir, or delete this one to start again")
     if source.data_files:
         for path in source.data_files:
-            check_local_file(path, source.text_column)
+            if not is_hub_file(path):  # (Hub files are checked once downloaded)
+                check_local_file(path, source.text_column)
     if manifest is not None and source.data_files and manifest["source"] != _local_origin(source.data_files):
         raise DataError(f"the --data_files changed size since {output_dir / MANIFEST} was made "
                         f"({manifest['source']}); prepare into a new --output_dir")
@@ -353,6 +370,10 @@ def verify_prepared(data_dir, full: bool = True) -> dict | None:
         if header["num_tokens"] != entry["num_tokens"]:
             raise DataError(f"shard {path} holds {header['num_tokens']:,} tokens, {MANIFEST} says "
                             f"{entry['num_tokens']:,}: changed after prepare; rebuild it with: {command}")
+        for key in ("max_token_id", "tokens_sha256"):
+            if key in entry and header[key] != entry[key]:
+                raise DataError(f"shard {path}: its header says {key} {header[key]}, {MANIFEST} says {entry[key]}: "
+                                f"changed after prepare; rebuild it with: {command}")
         if full and file_sha256(path) != entry["sha256"]:
             raise DataError(f"shard {path} no longer matches its sha256 in {MANIFEST}: changed after prepare "
                             f"(tampered, or damaged in a copy); rebuild it with: {command}")
@@ -386,6 +407,9 @@ def _plan_chunks(source: Source, dataset):
     """The source's chunks, in order (deterministic: a rerun cuts the source the same way)."""
     if source.data_files:
         for path in source.data_files:
+            if is_hub_file(path):  # downloaded when the work reaches it (cached: a rerun reads the copy)
+                path = download_hub_file(path)
+                check_local_file(path, source.text_column)
             yield from local_chunks(path)
     elif source.streaming:
         for batch in batched(_streamed_texts(dataset, source), CHUNKING["streamed_documents"]):
@@ -416,9 +440,20 @@ def _new_manifest(source: Source, settings: dict) -> dict:
 
 
 def _local_origin(data_files) -> dict:
-    files = [Path(f) for f in data_files]
-    return {"data_files": [{"path": str(f.resolve()), "bytes": f.stat().st_size if f.is_file() else None}
-                           for f in files]}
+    """Each file with its size (a Hub file's URL is pinned to a commit: its bytes cannot change)."""
+    return {"data_files": [{"path": f, "bytes": None} if is_hub_file(f) else
+                           {"path": str(Path(f).resolve()), "bytes": Path(f).stat().st_size if Path(f).is_file()
+                            else None} for f in map(str, data_files)]}
+
+
+def _expand(data_files) -> list[str]:
+    """Local files, directories and glob patterns (`expand_data_files`), and hf://datasets/... files or
+    patterns of a Hub dataset, pinned to its current commit (`resolve_hub_files`)."""
+    files = []
+    for entry in map(str, data_files):
+        found = resolve_hub_files(entry) if is_hub_file(entry) else expand_data_files([entry])
+        files += [f for f in found if f not in files]
+    return files
 
 
 def _intact(path: Path, sha256: str) -> bool:

@@ -138,6 +138,59 @@ def resolve_hub_dataset(dataset_name: str, revision: str | None = None) -> str:
                         + OFFLINE_HINT) from None
 
 
+HUB_FILES_PREFIX = "hf://datasets/"
+
+
+def is_hub_file(name) -> bool:
+    return str(name).startswith(HUB_FILES_PREFIX)
+
+
+def split_hub_url(url: str) -> tuple[str, str | None, str]:
+    """hf://datasets/<owner>/<name>[@<revision>]/<path> -> (repo id, revision or None, path in the repository)."""
+    parts = url[len(HUB_FILES_PREFIX) :].split("/", 2)
+    if len(parts) < 3 or not parts[2]:
+        raise DataError(f"--data_files {url}: write Hub files as hf://datasets/<owner>/<name>/<path or glob>, e.g. "
+                        "hf://datasets/HuggingFaceFW/fineweb-edu/sample/10BT/*.parquet")
+    name, _, revision = parts[1].partition("@")
+    return f"{parts[0]}/{name}", revision or None, parts[2]
+
+
+def resolve_hub_files(pattern: str) -> list[str]:
+    """The files of a Hub dataset that `pattern` (hf://datasets/<owner>/<name>[@<revision>]/<path or glob>)
+    names, in name order, as hf:// URLs pinned to the commit sha they were listed at (a rerun reads the same
+    bytes). Offline or unreachable: one DataError line (`resolve_hub_dataset`)."""
+    repo_id, revision, path = split_hub_url(pattern)
+    sha = resolve_hub_dataset(repo_id, revision)
+    from huggingface_hub import HfFileSystem
+
+    root = f"datasets/{repo_id}@{sha}/"
+    try:
+        found = HfFileSystem().glob(root + path)
+    except Exception as error:  # no connection, refused
+        raise DataError(f"could not list {pattern} on the Hub ({type(error).__name__}: {first_line(error)}); "
+                        + OFFLINE_HINT) from None
+    files = sorted(f.split(f"@{sha}/", 1)[-1] for f in found)
+    if not files:
+        raise DataError(f"--data_files {pattern}: no file of {repo_id} (commit {sha[:12]}) matches {path!r}")
+    return [f"{HUB_FILES_PREFIX}{repo_id}@{sha}/{f}" for f in files]
+
+
+def download_hub_file(url: str) -> Path:
+    """A pinned hf:// file (`resolve_hub_files`) in the Hugging Face cache (downloaded once; an interrupted
+    download resumes); one DataError line when it cannot be fetched."""
+    repo_id, revision, filename = split_hub_url(url)
+    if hub_offline():
+        raise DataError(f"cannot download {url} offline (HF_HUB_OFFLINE is set) and it is not cached; "
+                        + OFFLINE_HINT)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision))
+    except Exception as error:  # no connection, removed, refused
+        raise DataError(f"could not download {url} ({type(error).__name__}: {first_line(error)}); rerun to "
+                        "continue (finished files are kept)") from None
+
+
 def load_hub_text_dataset(dataset_name, dataset_config_name=None, split="train", streaming=False, data_files=None,
                           revision=None, num_proc=None):
     """The one call of `datasets.load_dataset` for Hub data (local `data_files` are read instead when given).

@@ -221,3 +221,64 @@ def test_first_line_of_an_error_for_messages():
 
     assert first_line(ValueError("\n  503 Service Unavailable\nbody ...")) == "503 Service Unavailable"
     assert first_line(OSError()) == "OSError"  # an empty message: the type, never an IndexError
+
+
+def _batches_as_before(arrays, batch, seq, rank, world_size, seed, shuffle, count):
+    """TrainLoader as it was when every shard was read at start-up (one table of every document per epoch):
+    the reference that the lazy loader must reproduce batch for batch."""
+    arrays = [np.asarray(a) for a in arrays]
+    spans = []
+    for a in arrays:
+        starts = np.flatnonzero(a == 50256)
+        if len(starts) == 0 or starts[0] != 0:
+            starts = np.concatenate([[0], starts])
+        spans.append(np.stack([starts, np.diff(np.append(starts, len(a)))], axis=1))
+    window_tokens, windows = batch * seq, (sum(len(a) for a in arrays) - 1) // (batch * seq)
+    epoch, step, out = 0, 0, []
+
+    def table_of(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(arrays)) if shuffle else np.arange(len(arrays))
+        rows = []
+        for index in order:
+            s = spans[index][rng.permutation(len(spans[index]))] if shuffle else spans[index]
+            rows.append(np.column_stack([np.full(len(s), index), s]))
+        table = np.concatenate(rows)
+        return table, np.concatenate([[0], np.cumsum(table[:, 2])])
+
+    table, offsets = table_of(0)
+    while len(out) < count:
+        window = step * world_size + rank
+        if window >= (windows // world_size) * world_size:
+            epoch, step, window = epoch + 1, 0, rank
+            table, offsets = table_of(epoch)
+        begin, step = window * window_tokens, step + 1
+        row = int(np.searchsorted(offsets, begin, side="right")) - 1
+        tokens = []
+        while sum(map(len, tokens)) < window_tokens + 1:
+            index, start, length = table[row]
+            skip = begin + sum(map(len, tokens)) - offsets[row]
+            tokens.append(arrays[index][start + skip : start + length][: window_tokens + 1 - sum(map(len, tokens))])
+            row += 1
+        out.append(np.concatenate(tokens))
+    return out
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_lazy_loader_gives_the_batches_of_the_whole_table_loader(prepared, monkeypatch, shuffle):
+    """Documents located shard by shard, as the stream reaches them, with one memory map and one document table
+    kept at a time: the same batches, epoch after epoch, as the loader that tabled every document at start-up."""
+    import nanogpt2.data
+    import nanogpt2.shards
+
+    monkeypatch.setattr(nanogpt2.data, "CACHED_SHARD_TABLES", 1)
+    monkeypatch.setattr(nanogpt2.shards._OPEN_MAPS, "capacity", 1)
+    arrays = open_token_shards(prepared[0], "train")
+    for rank, world_size in ((0, 1), (1, 3)):
+        loader = TrainLoader(arrays, 8, 128, rank=rank, world_size=world_size, seed=11, shuffle=shuffle)
+        count = 2 * loader.windows_per_epoch // world_size + 3  # into a third epoch
+        expected = _batches_as_before(arrays, 8, 128, rank, world_size, 11, shuffle, count)
+        for i, window in enumerate(expected):
+            x, y = loader.next_batch()
+            assert np.array_equal(x.flatten().numpy(), window[:-1]) and y.flatten()[-1] == window[-1], i
+        assert loader.epoch == 2 and len(nanogpt2.shards._OPEN_MAPS) == 1

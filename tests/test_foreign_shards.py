@@ -12,7 +12,7 @@ from test_training import SMALL, pretrain_in_process, train_losses
 from nanogpt2.data import open_token_shards
 from nanogpt2.errors import DataError
 from nanogpt2.fetch_shards import SHARD_SETS, fetch_shards, shard_filenames
-from nanogpt2.shards import open_shard, shard_format
+from nanogpt2.shards import TokenShard, open_shard, shard_format
 from nanogpt2.tokenizer import load_tokenizer
 
 EOT = 50256
@@ -38,7 +38,7 @@ def documents(tinyshakespeare_file):
     return np.concatenate([[EOT] + tokenizer.encode_ordinary(p) for p in paragraphs]).astype(np.uint16)
 
 
-def test_both_layouts_read_as_written(documents, tmp_path):
+def test_both_layouts_read_as_written(documents, tmp_path, capsys):
     write_llmc_shard(tmp_path / "fineweb_val_000000.bin", documents[:5000])
     write_llmc_shard(tmp_path / "fineweb_train_000001.bin", documents[5000:20000])
     write_npy_shard(tmp_path / "fineweb_train_000002.npy", documents[20000:])  # mixed layouts, one name order
@@ -49,7 +49,11 @@ def test_both_layouts_read_as_written(documents, tmp_path):
     assert len(val) == 1 and np.array_equal(val[0], documents[:5000])
     assert [len(a) for a in train] == [15000, len(documents) - 20000]
     assert np.array_equal(np.concatenate(train), documents[5000:])
-    assert isinstance(train[0], np.memmap) and isinstance(train[1], np.memmap)  # memory-mapped, not read
+    # their headers record no largest id: read in full once on opening, said in one line per split
+    assert all(isinstance(a, TokenShard) and a.scanned for a in train + val)
+    note = capsys.readouterr().err.splitlines()
+    assert len(note) == 2 and "2 of 2 train shards" in note[1] and "(llm.c, npy, e.g. fineweb_train_000001.bin)" \
+        in note[1] and "record no largest token id" in note[1]
 
 
 def test_bad_foreign_shards_are_refused_with_the_file_named(documents, tmp_path):

@@ -251,3 +251,138 @@ def test_throughput_benchmark_runs_and_counts_the_same_tokens(tmp_path, english_
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pipeline, 1 process vs raw tiktoken" in result.stdout and "saturated at" in result.stdout
+
+
+def write_formats(directory: Path, documents: list, rows_per_file: int) -> dict:
+    """The same documents as .jsonl, .jsonl.gz, .jsonl.zst and parquet (several files of each, in a folder)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = [documents[i : i + rows_per_file] for i in range(0, len(documents), rows_per_file)]
+    formats = {}
+    for name in ("jsonl", "jsonl.gz", "jsonl.zst", "parquet"):
+        folder = directory / name.replace(".", "_")
+        folder.mkdir()
+        for i, part in enumerate(parts):
+            path = folder / f"part-{i:03d}.{name}"
+            lines = "".join(json.dumps({"id": n, "text": t}) + "\n" for n, t in enumerate(part)).encode()
+            if name == "jsonl":
+                path.write_bytes(lines)
+            elif name == "jsonl.gz":
+                path.write_bytes(gzip.compress(lines))
+            elif name == "jsonl.zst":
+                with pa.CompressedOutputStream(str(path), "zstd") as f:
+                    f.write(lines)
+            else:
+                pq.write_table(pa.table({"id": list(range(len(part))), "text": part}), path, row_group_size=50)
+        formats[name] = folder
+    return formats
+
+
+def test_every_input_format_gives_byte_identical_shards(prepared, tmp_path, documents, monkeypatch):
+    """english_mix as .jsonl, .jsonl.gz, .jsonl.zst and parquet files: a folder, a glob and a list of files
+    give the shards that the one original .jsonl gave. Compressed files are cut into small chunks here, so
+    chunks end mid-file and several are in flight at once."""
+    import nanogpt2.documents
+
+    out, manifest = prepared
+    monkeypatch.setitem(nanogpt2.documents.CHUNKING, "jsonl_bytes", 64 * 1024)
+    formats = write_formats(tmp_path, documents[:400], rows_per_file=150)
+    inputs = {"jsonl": [str(formats["jsonl"])], "jsonl.gz": [str(formats["jsonl.gz"] / "*.jsonl.gz")],
+              "jsonl.zst": sorted(str(p) for p in formats["jsonl.zst"].iterdir()), "parquet": [str(formats["parquet"])]}
+    for name, data_files in inputs.items():
+        made = prepare_shards(Source(data_files=data_files), tmp_path / f"out_{name}", shard_size=SHARD,
+                              num_proc=2 if name == "jsonl.gz" else 1, max_tokens=MAX_TOKENS, progress=False)
+        assert shard_bytes(tmp_path / f"out_{name}", made) == shard_bytes(out, manifest), name
+        assert [f["path"] for f in made["source"]["data_files"]] == [
+            str(p.resolve()) for p in sorted(formats[name].iterdir())]
+    # a damaged compressed shard is rebuilt from where it started, in the middle of the compressed stream
+    name = "jsonl.zst"
+    again = prepare_shards(Source(data_files=inputs[name]), tmp_path / f"out_{name}", shard_size=SHARD,
+                           max_tokens=MAX_TOKENS, progress=False)
+    (tmp_path / f"out_{name}" / again["shards"][2]["file"]).unlink()
+    assert again["shards"][2]["start"]["chunk"] > 0
+    assert prepare_shards(Source(data_files=inputs[name]), tmp_path / f"out_{name}", shard_size=SHARD,
+                          max_tokens=MAX_TOKENS, progress=False) == again
+    assert shard_bytes(tmp_path / f"out_{name}", again) == shard_bytes(out, manifest)
+
+
+def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": "one"}, {"text": "two"}, {"text": None}, {"text": ""}, {"text": "five"}]
+    cases = {}
+    for name, bad_row, line, problem in (("type.jsonl", {"text": 7}, 4, "'text' holds int, not text"),
+                                         ("missing.jsonl.gz", {"body": "x"}, 3, "no 'text' field"),
+                                         ("list.jsonl.zst", {"text": ["a"]}, 6, "'text' holds list, not text")):
+        lines = [json.dumps(r) for r in rows]
+        lines.insert(line - 1, json.dumps(bad_row))
+        data = ("\n".join(lines) + "\n").encode()
+        path = tmp_path / name
+        if name.endswith(".gz"):
+            data = gzip.compress(data)
+        if name.endswith(".zst"):
+            with pa.CompressedOutputStream(str(path), "zstd") as f:
+                f.write(data)
+        else:
+            path.write_bytes(data)
+        cases[name] = f"{path}:{line}: {problem}"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "ints.parquet")
+    cases["ints.parquet"] = f"{tmp_path / 'ints.parquet'}, row 0: column 'text' holds int64, not text"
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    cases["notes.csv"] = f"{tmp_path / 'notes.csv'}: unsupported file type (.csv)"
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n' * 1000)[:-20])
+    cases["cut.jsonl.gz"] = f"{tmp_path / 'cut.jsonl.gz'}: cannot decompress it past line"
+    for name, message in cases.items():
+        with pytest.raises(DataError) as caught:
+            prepare_shards(Source(data_files=[str(tmp_path / name)]), tmp_path / f"out_{name}", shard_size=4,
+                           progress=False)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+        assert not (tmp_path / f"out_{name}").exists()
+    with pytest.raises(DataError, match="pattern 'nothing/\\*.parquet' matches no file"):
+        prepare_shards(Source(data_files=["nothing/*.parquet"]), tmp_path / "out", progress=False)
+    # null and empty rows are skipped and counted, as before: only a missing field or another type stops
+    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    made = prepare_shards(Source(data_files=[str(tmp_path / "nulls.jsonl")]), tmp_path / "nulls", shard_size=4,
+                          progress=False)
+    assert made["skipped_documents"] == 2 and made["total_documents"] == 3
+
+
+def test_hub_parquet_files_are_read_at_a_pinned_commit(prepared, tmp_path, documents, monkeypatch):
+    """--data_files hf://datasets/<owner>/<name>/<glob>: the Hub's listing and download replaced by local parquet
+    files; the shards are those of the local .jsonl, the manifest names each file at the commit read."""
+    import huggingface_hub
+
+    import nanogpt2.sources
+
+    out, manifest = prepared
+    parquet = write_formats(tmp_path, documents[:400], rows_per_file=150)["parquet"]
+    calls = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(nanogpt2.sources, "resolve_hub_dataset", lambda name, revision: "c0ffee" * 6 + "0000")
+    sha = "c0ffee" * 6 + "0000"
+    monkeypatch.setattr(huggingface_hub.HfFileSystem, "glob", lambda self, path: [
+        f"datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/{p.name}" for p in reversed(sorted(parquet.iterdir()))
+        if path == f"datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/*.parquet"])
+
+    def download(repo_id, filename, repo_type, revision):
+        calls.append((repo_id, filename, repo_type, revision))
+        return str(parquet / Path(filename).name)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    source = Source(data_files=["hf://datasets/HuggingFaceFW/fineweb-edu/sample/10BT/*.parquet"])
+    hub = prepare_shards(source, tmp_path / "hub", shard_size=SHARD, max_tokens=MAX_TOKENS, progress=False)
+    assert shard_bytes(tmp_path / "hub", hub) == shard_bytes(out, manifest)
+    pinned = [f"hf://datasets/HuggingFaceFW/fineweb-edu@{sha}/sample/10BT/part-{i:03d}.parquet" for i in range(3)]
+    assert hub["settings"]["source"]["data_files"] == pinned
+    # a file is downloaded when the work reaches it: the first one held the --max_tokens asked for
+    assert calls == [("HuggingFaceFW/fineweb-edu", "sample/10BT/part-000.parquet", "dataset", sha)]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="HuggingFaceFW/fineweb-edu cannot be loaded offline.*--data_files"):
+        prepare_shards(source, tmp_path / "offline", progress=False)

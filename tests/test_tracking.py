@@ -103,6 +103,9 @@ def test_reference_lines_apply_to_their_dataset_and_style(tmp_path):
     (prepared / "manifest.json").write_text(json.dumps({"shards": [], "settings": {"source": {
         "dataset_name": FINEWEB_EDU}}}))
     assert training_dataset({"data_dir": str(prepared)}) == FINEWEB_EDU
+    (prepared / "manifest.json").write_text(json.dumps({"shards": [], "settings": {"source": {"data_files": [
+        f"hf://datasets/{FINEWEB_EDU}@0123abc/sample/10BT/000_00000.parquet"]}}}))  # the Hub's parquet files
+    assert training_dataset({"data_dir": str(prepared)}) == FINEWEB_EDU
     (prepared / "manifest.json").write_text('{"shards": [')
     with pytest.raises(DataError, match="manifest.json is not a prepare_fineweb.py manifest"):
         training_dataset({"data_dir": str(prepared)})
