@@ -309,7 +309,7 @@ def test_every_input_format_gives_byte_identical_shards(prepared, tmp_path, docu
     assert shard_bytes(tmp_path / f"out_{name}", again) == shard_bytes(out, manifest)
 
 
-def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_path):
+def test_a_row_without_the_text_field_names_the_file_and_row_and_other_types_are_skipped(tmp_path):
     import gzip
 
     import pyarrow as pa
@@ -317,9 +317,8 @@ def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_pa
 
     rows = [{"text": "one"}, {"text": "two"}, {"text": None}, {"text": ""}, {"text": "five"}]
     cases = {}
-    for name, bad_row, line, problem in (("type.jsonl", {"text": 7}, 4, "'text' holds int, not text"),
-                                         ("missing.jsonl.gz", {"body": "x"}, 3, "no 'text' field"),
-                                         ("list.jsonl.zst", {"text": ["a"]}, 6, "'text' holds list, not text")):
+    for name, bad_row, line, problem in (("missing.jsonl.gz", {"body": "x"}, 3, "no 'text' field"),
+                                         ("missing.jsonl.zst", {"id": 1}, 6, "no 'text' field")):
         lines = [json.dumps(r) for r in rows]
         lines.insert(line - 1, json.dumps(bad_row))
         data = ("\n".join(lines) + "\n").encode()
@@ -333,7 +332,7 @@ def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_pa
             path.write_bytes(data)
         cases[name] = f"{path}:{line}: {problem}"
     pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "ints.parquet")
-    cases["ints.parquet"] = f"{tmp_path / 'ints.parquet'}, row 0: column 'text' holds int64, not text"
+    cases["ints.parquet"] = f"{tmp_path / 'ints.parquet'}, row 0: column 'text' holds int64, not text (the whole column"
     (tmp_path / "notes.csv").write_text("a,b\n")
     cases["notes.csv"] = f"{tmp_path / 'notes.csv'}: unsupported file type (.csv)"
     (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n' * 1000)[:-20])
@@ -346,11 +345,12 @@ def test_a_row_without_text_or_with_the_wrong_type_names_the_file_and_row(tmp_pa
         assert not (tmp_path / f"out_{name}").exists()
     with pytest.raises(DataError, match="pattern 'nothing/\\*.parquet' matches no file"):
         prepare_shards(Source(data_files=["nothing/*.parquet"]), tmp_path / "out", progress=False)
-    # null and empty rows are skipped and counted, as before: only a missing field or another type stops
-    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # null, empty and non-text rows are skipped and counted (issue 26: never fatal); only a missing field stops
+    mixed = [*rows, {"text": 7}, {"text": ["a"]}]
+    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
     made = prepare_shards(Source(data_files=[str(tmp_path / "nulls.jsonl")]), tmp_path / "nulls", shard_size=4,
                           progress=False)
-    assert made["skipped_documents"] == 2 and made["total_documents"] == 3
+    assert made["skipped_documents"] == 4 and made["total_documents"] == 3
 
 
 def test_hub_parquet_files_are_read_at_a_pinned_commit(prepared, tmp_path, documents, monkeypatch):

@@ -101,7 +101,8 @@ def test_hub_streamed_rows_without_text_are_skipped_in_validation_and_training(t
                                      str(tmp_path / "run")])
     tokenizer = load_tokenizer()
     train, validation = build_loaders(config, tokenizer)
-    pieces = np.split(validation.stream, np.flatnonzero(validation.stream == tokenizer.eot_token_id))
+    stream = np.concatenate([array[0 : len(array)] for array in validation.arrays])
+    pieces = np.split(stream, np.flatnonzero(stream == tokenizer.eot_token_id))
     validation_texts = [tokenizer.decode(piece[1:].tolist()) for piece in pieces if len(piece)]
     assert validation_texts == [f"row {i} says hello" for i in range(len(validation_texts) + 1) if i != 1]
     documents = []
