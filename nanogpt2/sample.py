@@ -215,9 +215,14 @@ def main(argv=None) -> int:
     from transformers import TextStreamer, set_seed
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
     dtype = pick_dtype(args.dtype, device)
-    model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
+    try:
+        model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     context = model.config.n_positions
     if prompt is None:  # <|endoftext|> for GPT-2's vocabulary (an unconditional sample), else a newline
         prompt = tokenizer.bos_token or "\n"
