@@ -36,6 +36,19 @@ class BigramLanguageModel(nn.Module):
         return ids
 
 
+def train(model, train_data, max_iters, batch_size, block_size, learning_rate, generator):
+    """AdamW on random batches for `max_iters` steps; returns the training loss of every step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    losses = []
+    for _ in range(max_iters):
+        _, loss = model(*get_batch(train_data, batch_size, block_size, generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_file", help="Tiny Shakespeare input.txt (default: ../shared/data's, else download)")
@@ -53,17 +66,12 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     text = load_text(args.data_file)
     tokenizer = CharTokenizer.from_text(text)
-    train, val = split_data(text, tokenizer)
+    train_data, val_data = split_data(text, tokenizer)
     model = BigramLanguageModel(tokenizer.vocab_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.time()
-    for _ in range(args.max_iters):
-        _, loss = model(*get_batch(train, args.batch_size, args.block_size, generator))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    losses = estimate_loss(lambda x, y: model(x, y)[1], {"train": train, "val": val}, args.batch_size,
+    train(model, train_data, args.max_iters, args.batch_size, args.block_size, args.learning_rate, generator)
+    losses = estimate_loss(lambda x, y: model(x, y)[1], {"train": train_data, "val": val_data}, args.batch_size,
                            args.block_size, args.eval_iters)
     print(f"vocabulary {tokenizer.vocab_size} characters; uniform loss ln {tokenizer.vocab_size} = "
           f"{math.log(tokenizer.vocab_size):.2f}")

@@ -6,22 +6,30 @@ merges, so every character is one token, and a `Fuse` decoder, so decoding adds 
 makes a character-level checkpoint load with AutoTokenizer like any other.
 """
 
+import os
 from pathlib import Path
 
 import torch
 
 from nanogpt2.sources import download_tiny_shakespeare
 
-SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The offline data folder: $NANOGPT2_SHARED_DATA, else ../shared/data beside the checkout (as the tests
+    find it); it may not exist (then the examples download what they need)."""
+    return Path(os.environ.get("NANOGPT2_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def load_text(path=None) -> str:
-    """--data_file if given; else ../shared/data's copy beside the checkout; else downloaded once."""
+    """--data_file if given; else the shared data folder's copy; else downloaded once."""
     if path is not None:
         if not Path(path).is_file():
             raise SystemExit(f"error: --data_file {path} does not exist; pass Tiny Shakespeare's input.txt")
         return Path(path).read_text(encoding="utf-8")
-    return Path(SHARED_COPY if SHARED_COPY.is_file() else download_tiny_shakespeare()).read_text(encoding="utf-8")
+    shared_copy = shared_data_dir() / "tinyshakespeare" / "input.txt"
+    return Path(shared_copy if shared_copy.is_file() else download_tiny_shakespeare()).read_text(encoding="utf-8")
 
 
 class CharTokenizer:

@@ -72,6 +72,53 @@ def parse_args(argv=None):
     return args
 
 
+def build_model(settings, vocab_size, device="cpu"):
+    """NanoGPT2ForCausalLM with a character vocabulary (vocab_size = tokenizer_vocab_size, no padding rows)."""
+    config = NanoGPT2Config(n_layer=settings["n_layer"], n_head=settings["n_head"], n_embd=settings["n_embd"],
+                            n_positions=settings["block_size"], vocab_size=vocab_size, tokenizer_vocab_size=vocab_size,
+                            dropout=settings["dropout"],
+                            bias=False,  # nanoGPT's default (train.py: bias = False)
+                            bos_token_id=None, eos_token_id=None)
+    return NanoGPT2ForCausalLM(config).to(device)
+
+
+def train(model, train_data, val_data, settings, generator, device="cpu", log=print):
+    """nanoGPT's training loop for `settings["max_iters"]` steps: AdamW, warmup + cosine learning rate, gradient
+    clipping, a loss estimate on both splits every `eval_interval` steps. Returns (history, step_losses):
+    [(step, {"train": loss, "val": loss}), ...] from step 0, and the training loss of every step."""
+    optimizer = build_optimizer(model, settings["learning_rate"], weight_decay=0.1, betas=(0.9, 0.99),
+                                device_type=torch.device(device).type)
+
+    def loss_of(x, y):
+        return model(input_ids=x.to(device), shift_labels=y.to(device)).loss
+
+    def evaluate():
+        model.eval()
+        losses = estimate_loss(loss_of, {"train": train_data, "val": val_data}, settings["batch_size"],
+                               settings["block_size"], settings["eval_iters"])
+        model.train()
+        return losses
+
+    start = time.time()
+    history, step_losses = [(0, evaluate())], []
+    log(f"step 0: train {history[0][1]['train']:.4f}, val {history[0][1]['val']:.4f}")
+    for step in range(1, settings["max_iters"] + 1):
+        lr = cosine_lr(step - 1, settings["learning_rate"], settings["warmup_iters"], settings["max_iters"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = loss_of(*get_batch(train_data, settings["batch_size"], settings["block_size"], generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step_losses.append(loss.item())
+        if step % settings["eval_interval"] == 0 or step == settings["max_iters"]:
+            history.append((step, evaluate()))
+            log(f"step {step}: train {history[-1][1]['train']:.4f}, val {history[-1][1]['val']:.4f} "
+                f"({time.time() - start:.0f} s)")
+    return history, step_losses
+
+
 def main(argv=None):
     args = parse_args(argv)
     settings = args.settings
@@ -81,44 +128,12 @@ def main(argv=None):
 
     text = load_text(args.data_file)
     tokenizer = CharTokenizer.from_text(text)
-    train, val = split_data(text, tokenizer)
-    config = NanoGPT2Config(n_layer=settings["n_layer"], n_head=settings["n_head"], n_embd=settings["n_embd"],
-                            n_positions=settings["block_size"], vocab_size=tokenizer.vocab_size,
-                            tokenizer_vocab_size=tokenizer.vocab_size, dropout=settings["dropout"],
-                            bias=False,  # nanoGPT's default (train.py: bias = False)
-                            bos_token_id=None, eos_token_id=None)
-    model = NanoGPT2ForCausalLM(config).to(args.device)
+    train_data, val_data = split_data(text, tokenizer)
+    model = build_model(settings, tokenizer.vocab_size, args.device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {settings}")
-    optimizer = build_optimizer(model, settings["learning_rate"], weight_decay=0.1, betas=(0.9, 0.99),
-                                device_type=args.device)
     generator = torch.Generator().manual_seed(args.seed)
-
-    def loss_of(x, y):
-        return model(input_ids=x.to(args.device), shift_labels=y.to(args.device)).loss
-
-    def evaluate():
-        model.eval()
-        losses = estimate_loss(loss_of, {"train": train, "val": val}, settings["batch_size"], settings["block_size"],
-                               settings["eval_iters"])
-        model.train()
-        return losses
-
     start = time.time()
-    history = [(0, evaluate())]
-    print(f"step 0: train {history[0][1]['train']:.4f}, val {history[0][1]['val']:.4f}")
-    for step in range(1, settings["max_iters"] + 1):
-        lr = cosine_lr(step - 1, settings["learning_rate"], settings["warmup_iters"], settings["max_iters"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = loss_of(*get_batch(train, settings["batch_size"], settings["block_size"], generator))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % settings["eval_interval"] == 0 or step == settings["max_iters"]:
-            history.append((step, evaluate()))
-            print(f"step {step}: train {history[-1][1]['train']:.4f}, val {history[-1][1]['val']:.4f} "
-                  f"({time.time() - start:.0f} s)")
+    history, _ = train(model, train_data, val_data, settings, generator, args.device)
     print(f"trained {settings['max_iters']} steps in {time.time() - start:.0f} s; a sample:")
     print(tokenizer.decode(sample(model, tokenizer.encode("\n"), 300, settings["block_size"], generator)))
     save_model_checkpoint(model.cpu(), args.output_dir, tokenizer=tokenizer)

@@ -78,6 +78,12 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted((step, p) for p in output_dir.iterdir() if (step := checkpoint_step(p)) is not None)
 
 
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint-<step> folder of a run folder, or None."""
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
 def resume_target(resume_from_checkpoint: str | None, output_dir: Path) -> Path | None:
     """The checkpoint --resume_from_checkpoint names; `latest` with no checkpoint is an error, never a fresh start.
     A checkpoint damaged after it was saved (a file cut short or changed: `checkpoint_damage`) is never
@@ -423,5 +429,6 @@ __all__ = ["CONFIG", "METRICS", "TRAINING_STATE", "TRAINER_STATE", "CHECKPOINT_P
            "previous_intact_checkpoint", "copy_run_metrics",
            "resume_history", "OutputDirLock",
            "checkpoint_dir", "checkpoint_step", "training_state_dir", "trainer_state_file", "data_state_file",
-           "read_trainer_state", "list_checkpoints", "resume_target", "sweep_unfinished_saves", "run_contents",
+           "read_trainer_state", "list_checkpoints", "latest_checkpoint", "resume_target", "sweep_unfinished_saves",
+           "run_contents",
            "clear_previous_run", "read_run_config", "write_run_config", "has_metrics", "read_metrics", "MetricsLog"]
