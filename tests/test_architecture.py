@@ -135,3 +135,13 @@ def test_no_private_name_of_transformers_or_argparse():
                          or node.attr not in own and ast.unparse(node.value).split(".")[0] in ("self", "parser"))):
                 found.append(f"{file}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "\n".join(found)
+
+
+def test_ruff_is_clean():
+    """`ruff check .` with pyproject.toml's [tool.ruff] (line length 120, import order): the lint runs in the fast tier."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."],
+                            cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
