@@ -138,7 +138,7 @@ def test_no_private_name_of_transformers_or_argparse():
 
 
 def test_ruff_is_clean():
-    """`ruff check .` with pyproject.toml's [tool.ruff] (line length 120, import order): the lint runs in the fast tier."""
+    """`ruff check .` with pyproject.toml's [tool.ruff] (line length 120, import order), in the fast tier."""
     import subprocess
     import sys
 
