@@ -30,6 +30,16 @@ def test_mfu_arithmetic_by_hand():
     assert mfu(1e9, 2136, None) is None
 
 
+def test_flops_count_a_variants_real_parameters():
+    """Untied head (its own 10x4) counted, no position table to subtract (rotary), no biases, RMSNorm gains only:
+    wte 40 + ln_1 4 + c_attn 48 + q/k_norm 2*2 + c_proj 16 + ln_2 4 + c_fc 64 + c_proj 64 + ln_f 4 + lm_head 40."""
+    config = NanoGPT2Config(n_layer=1, n_head=1, n_embd=4, n_positions=8, vocab_size=10, position_embedding="rotary",
+                            normalization="rmsnorm", qk_norm=True, bias=False, tie_word_embeddings=False)
+    model = NanoGPT2ForCausalLM(config)
+    assert non_embedding_parameters(model) == 40 + 4 + 48 + 8 + 16 + 4 + 64 + 64 + 4 + 40 == 292
+    assert model_flops_per_token(model, 8) == 6 * 292 + 12 * 4 * 8
+
+
 def test_gpt2_124m_flops_per_token():
     with torch.device("meta"):
         model = NanoGPT2ForCausalLM(NanoGPT2Config.from_preset("gpt2-124m"))
