@@ -48,12 +48,14 @@ BUILD_NANOGPT = REPO / "third_party" / "build-nanogpt" / "train_gpt2.py"
 # Sizes per mode. CPU mode keeps every phase to seconds (CI runs it).
 SETTINGS = {
     # batches: the most telling first, should the budget run out
-    "cuda": dict(preset="gpt2-124m", modern_preset="gpt2-124m-modern", batches=[64, 32, 16], seq_len=1024, dtype="bfloat16",
+    "cuda": dict(preset="gpt2-124m", modern_preset="gpt2-124m-modern", batches=[64, 32, 16], seq_len=1024,
+                 dtype="bfloat16",
                  step_contenders=["nanogpt2:eager", "nanogpt2:compiled", "hf-gpt2:compiled", "build-nanogpt:compiled"],
                  loop_contenders=["loop:compiled", "hf-gpt2:compiled"], timing=["--warmup_steps", "3", "--rounds",
                                                                                 "3", "--steps_per_round", "3"],
                  hellaswag=["--preset", "gpt2-124m", "--limit", "1000"], char=["--config", "gpu"]),
-    "cpu": dict(preset="tiny", modern_preset="tiny-modern", batches=[2], seq_len=32, dtype="float32",  # eager: compiling costs CI minutes
+    "cpu": dict(preset="tiny", modern_preset="tiny-modern", batches=[2], seq_len=32,
+                dtype="float32",  # eager: compiling costs CI minutes
                 step_contenders=["nanogpt2:eager", "hf-gpt2:eager", "build-nanogpt:eager"],
                 loop_contenders=["loop:eager", "hf-gpt2:eager"], timing=["--warmup_steps", "1", "--rounds", "2",
                                                                          "--steps_per_round", "1"],
