@@ -135,3 +135,18 @@ def test_muon_with_adamw_state_dict_resumes_bit_exactly():
     steps(resumed, resumed_optimizer, [3, 4])
     for (name, p), q in zip(model.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_muon_under_fsdp_is_refused_at_start_up():
+    """FSDP2 shards every matrix (DTensors) and Muon orthogonalises whole ones: one line, before any model is built."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from nanogpt2.errors import SettingsError
+    from nanogpt2.training import PretrainingLoop
+
+    loop = SimpleNamespace(config=muon_run_config(), accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
+    with pytest.raises(SettingsError, match="--optim muon does not run under FSDP") as error:
+        PretrainingLoop._build_model_and_optimizer(loop)
+    assert len(str(error.value).splitlines()) == 1
