@@ -99,6 +99,7 @@ def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, base: float, dtype
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # x is bf16 under autocast, cos and sin the weights' fp32
     return x * cos + torch.cat((-second, first), dim=-1) * sin
 
 
@@ -125,8 +126,8 @@ class NanoGPT2Attention(nn.Module):
             t.view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
             for t in self.c_attn(hidden_states).split(self.config.n_embd, dim=2)
         )
-        if self.config.qk_norm:
-            query, key = self.q_norm(query), self.k_norm(key)
+        if self.config.qk_norm:  # under autocast a norm returns fp32: back to the values' dtype for attention
+            query, key = self.q_norm(query).to(value.dtype), self.k_norm(key).to(value.dtype)
         if rotary is not None:  # keys enter the cache rotated at their own positions
             query, key = apply_rotary(query, *rotary), apply_rotary(key, *rotary)
         if cache is not None:

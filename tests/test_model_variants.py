@@ -141,3 +141,19 @@ assert type(model).__module__ != "nanogpt2.modeling_nanogpt2"
 print(model.generate(torch.tensor({ids}), max_new_tokens=5, do_sample=False, pad_token_id=0)[0].tolist())
 """, cwd=tmp_path)
     assert out.strip().splitlines()[-1] == str(expected)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_the_modern_variant_trains_and_generates_under_bf16_autocast(attn_implementation):
+    """Norms return fp32 and rotary's cos/sin are fp32 under autocast: queries and keys go back to the values' dtype."""
+    model = variant(**MODERN, attn_implementation=attn_implementation).train()
+    ids = torch.randint(1, 1000, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, shift_labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.transformer.h[0].attn.q_norm.weight.grad is not None
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = model.generate(ids[:, :4], attention_mask=torch.ones(2, 4, dtype=torch.long), max_new_tokens=4,
+                             do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 8)
