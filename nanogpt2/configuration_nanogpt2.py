@@ -66,6 +66,18 @@ def one_of(*choices):
     return validator
 
 
+# The options that GPT-2's architecture (and so `convert to-gpt2`) cannot express away from these values; bias=False
+# and zero-initialised projections convert (zero biases; an init is no architecture).
+GPT2_ARCHITECTURE = {"position_embedding": "learned", "normalization": "layernorm", "qk_norm": False,
+                     "mlp_activation": "gelu_tanh", "logit_softcap": None, "tie_word_embeddings": True}
+
+
+def gpt2_differences(config: dict) -> list[str]:
+    """`name=value` of each option of a config (as a dict: config.json) that GPT-2's architecture cannot express."""
+    return [f"{name}={config[name]!r}" for name, default in GPT2_ARCHITECTURE.items()
+            if config.get(name, default) != default]
+
+
 @strict
 class NanoGPT2Config(PreTrainedConfig):
     """Configuration of a GPT-2 style decoder.
@@ -137,10 +149,7 @@ class NanoGPT2Config(PreTrainedConfig):
 
     def gpt2_differences(self) -> list[str]:
         """The options set away from GPT-2's architecture, as `name=value` (empty for a plain GPT-2)."""
-        defaults = {"position_embedding": "learned", "normalization": "layernorm", "qk_norm": False,
-                    "mlp_activation": "gelu_tanh", "logit_softcap": None, "tie_word_embeddings": True}
-        return [f"{name}={getattr(self, name)!r}" for name, default in defaults.items()
-                if getattr(self, name) != default]
+        return gpt2_differences(self.to_dict())
 
     @property
     def head_dim(self) -> int:

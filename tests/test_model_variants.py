@@ -157,3 +157,11 @@ def test_the_modern_variant_trains_and_generates_under_bf16_autocast(attn_implem
         out = model.generate(ids[:, :4], attention_mask=torch.ones(2, 4, dtype=torch.long), max_new_tokens=4,
                              do_sample=False, pad_token_id=0)
     assert out.shape == (2, 8)
+
+
+def test_a_variants_model_card_names_its_options_and_offers_no_gpt2_conversion(tmp_path):
+    from nanogpt2.model_card import build_model_card
+
+    variant(**VARIANTS["rotary"]).save_pretrained(tmp_path)
+    card = str(build_model_card(tmp_path))
+    assert "not GPT-2's architecture: position_embedding='rotary'" in card and "to-gpt2" not in card
