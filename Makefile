@@ -23,7 +23,7 @@ test: setup
 TRANSFORMERS_FLOOR := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 FLOOR := .venv-floor
 FLOOR_TESTS := tests/test_model.py tests/test_configuration_nanogpt2.py tests/test_checkpoint.py tests/test_convert.py \
-	tests/test_hf_conformance.py
+	tests/test_hf_conformance.py tests/test_model_variants.py
 $(FLOOR)/.installed: setup.cfg | setup
 	rm -rf $(FLOOR)
 	$(PY) -m pip install -q --no-deps --target $(FLOOR) "transformers==$(TRANSFORMERS_FLOOR).*" \

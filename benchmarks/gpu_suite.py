@@ -10,6 +10,9 @@ Phases, in this order:
   loop       run_pretrain.py's own optimizer step (PretrainingLoop.train_step, compiled) beside HF GPT-2 compiled
   hellaswag  benchmarks/hellaswag_throughput.py: batched scoring vs one example at a time
   char       examples/gpt_char.py --config gpu (nanoGPT's Shakespeare-char settings)
+  modern     only when named: the loop phase on the gpt2-124m-modern recipe (Muon + AdamW, rotary, RMSNorm,
+             QK-norm, ReLU², untied head, softcap), compiled, at the first batch size; MFU counts its real
+             parameters (untied head, no position table)
 
 Each throughput measurement runs in its own process (an out-of-memory batch size costs one row, and
 torch.compile never turns a second batch size into a dynamic-shape graph). OUT_DIR/results.json is
@@ -38,18 +41,21 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-PHASES = ("tests", "step", "loop", "hellaswag", "char")
+PHASES = ("tests", "step", "loop", "hellaswag", "char", "modern")
+DEFAULT_PHASES = PHASES[:-1]  # modern (the loop on the modern recipe: Muon, rotary, ...) when named
 BUILD_NANOGPT = REPO / "third_party" / "build-nanogpt" / "train_gpt2.py"
 
 # Sizes per mode. CPU mode keeps every phase to seconds (CI runs it).
 SETTINGS = {
     # batches: the most telling first, should the budget run out
-    "cuda": dict(preset="gpt2-124m", batches=[64, 32, 16], seq_len=1024, dtype="bfloat16",
+    "cuda": dict(preset="gpt2-124m", modern_preset="gpt2-124m-modern", batches=[64, 32, 16], seq_len=1024,
+                 dtype="bfloat16",
                  step_contenders=["nanogpt2:eager", "nanogpt2:compiled", "hf-gpt2:compiled", "build-nanogpt:compiled"],
                  loop_contenders=["loop:compiled", "hf-gpt2:compiled"], timing=["--warmup_steps", "3", "--rounds",
                                                                                 "3", "--steps_per_round", "3"],
                  hellaswag=["--preset", "gpt2-124m", "--limit", "1000"], char=["--config", "gpu"]),
-    "cpu": dict(preset="tiny", batches=[2], seq_len=32, dtype="float32",  # eager: compiling costs CI minutes
+    "cpu": dict(preset="tiny", modern_preset="tiny-modern", batches=[2], seq_len=32,
+                dtype="float32",  # eager: compiling costs CI minutes
                 step_contenders=["nanogpt2:eager", "hf-gpt2:eager", "build-nanogpt:eager"],
                 loop_contenders=["loop:eager", "hf-gpt2:eager"], timing=["--warmup_steps", "1", "--rounds", "2",
                                                                          "--steps_per_round", "1"],
@@ -245,7 +251,8 @@ def train_step_table(rows: list[dict], markdown: bool = False) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("phases", nargs="?", default=",".join(PHASES), help="comma-separated, of " + ",".join(PHASES))
+    parser.add_argument("phases", nargs="?", default=",".join(DEFAULT_PHASES),
+                        help="comma-separated, of " + ",".join(PHASES) + " (default: all but modern)")
     parser.add_argument("--budget", type=float, default=540,
                         help="seconds; a measurement that would end later (judged by the phase's previous one) "
                              "is skipped")
@@ -272,6 +279,11 @@ def main(argv=None) -> int:
             contenders = settings[f"{phase}_contenders"]
             work += [(phase, f"B={b}", lambda c=contenders, b=b, p=phase: run_throughput(results, p, settings, c, b))
                      for b in settings["batches"]]
+        elif phase == "modern":  # the loop (Muon and the modern architecture) on the modern recipe of the same size
+            modern = {**settings, "preset": settings["modern_preset"]}
+            contenders = [c for c in settings["loop_contenders"] if c.startswith("loop")]
+            work.append((phase, f"B={settings['batches'][0]}",
+                         lambda: run_throughput(results, "modern", modern, contenders, settings["batches"][0])))
         else:
             runner = {"tests": run_tests, "hellaswag": run_hellaswag, "char": run_char}[phase]
             work.append((phase, phase, lambda r=runner: r(results, mode) if r is run_tests else r(results, settings)))

@@ -2,6 +2,7 @@
 # Everything a GPU can tell about nanogpt2, in one command; without CUDA the same phases run in CPU mode.
 #
 #   bash benchmarks/gpu_suite.sh OUT_DIR [PHASES]     PHASES: comma-separated of tests,step,loop,hellaswag,char
+#                                                     and modern (the loop on the gpt2-124m-modern recipe)
 #
 # On a bare GPU machine with no internet: wheels the image lacks, and the test data, travel in the
 # git-ignored .whl/ folder that benchmarks/fetch_gpu_wheels.sh fills (they are installed into
@@ -9,7 +10,7 @@
 # OUT_DIR/results.md, and prints a short table last. See benchmarks/gpu_suite.py and docs/benchmarks.md.
 set -uo pipefail
 if [ $# -lt 1 ]; then
-    echo "usage: bash benchmarks/gpu_suite.sh OUT_DIR [tests,step,loop,hellaswag,char]" >&2
+    echo "usage: bash benchmarks/gpu_suite.sh OUT_DIR [tests,step,loop,hellaswag,char,modern]" >&2
     exit 2
 fi
 OUT_DIR=$(mkdir -p "$1" && cd "$1" && pwd)

@@ -94,7 +94,8 @@ def write_random_shards(directory: Path, tokens: int, seed: int = 0) -> None:
 
 def make_loop_contender(args, device, compiled: bool, workdir: Path) -> Contender:
     """run_pretrain.py's PretrainingLoop on random-token shards; its train_step() is what gets timed."""
-    from nanogpt2.run_config import RunConfig
+    from nanogpt2.configuration_nanogpt2 import RECIPE_DIR
+    from nanogpt2.run_config import RunConfig, load_config_file
     from nanogpt2.training import PretrainingLoop
 
     tokens_per_step = args.batch_size * args.seq_len * args.loop_grad_accum
@@ -107,7 +108,8 @@ def make_loop_contender(args, device, compiled: bool, workdir: Path) -> Contende
                        total_batch_size=tokens_per_step, mixed_precision="bf16" if args.dtype == "bfloat16" else "no",
                        torch_compile=str(compiled).lower(),
                        eval_tokens=args.batch_size * args.seq_len, skip_hellaswag=True, num_samples=0,
-                       report_to="none", max_steps=10**6, warmup_steps=10)
+                       report_to="none", max_steps=10**6, warmup_steps=10,
+                       optim=load_config_file(RECIPE_DIR / f"{args.preset}.yaml").get("optim", ("adamw",))[0])
     if device.type == "cpu":
         import os
 

@@ -29,7 +29,9 @@ def padded_vocab_size(vocab_size: int, multiple: int = 64) -> int:
 # the four OpenAI GPT-2 sizes (Radford et al. 2019, table 2) and a model for 2 CPU cores. The folder is absent
 # where this file runs as a checkpoint's remote code: there PRESETS is empty and from_preset says so.
 RECIPE_DIR = Path(__file__).with_name("recipes")
-ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_positions")
+OPTIONS = ("position_embedding", "rotary_base", "normalization", "qk_norm", "mlp_activation", "bias",
+           "tie_word_embeddings", "logit_softcap", "zero_init_projections")  # GPT-2's choice unless set
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_positions", *OPTIONS)
 
 
 def read_presets(folder: Path) -> dict[str, dict]:
@@ -55,6 +57,27 @@ def probability(value):
         raise ValueError(f"must be in [0, 1), got {value!r}")
 
 
+def one_of(*choices):
+    @as_validated_field
+    def validator(value):
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+    return validator
+
+
+# The options that GPT-2's architecture (and so `convert to-gpt2`) cannot express away from these values; bias=False
+# and zero-initialised projections convert (zero biases; an init is no architecture).
+GPT2_ARCHITECTURE = {"position_embedding": "learned", "normalization": "layernorm", "qk_norm": False,
+                     "mlp_activation": "gelu_tanh", "logit_softcap": None, "tie_word_embeddings": True}
+
+
+def gpt2_differences(config: dict) -> list[str]:
+    """`name=value` of each option of a config (as a dict: config.json) that GPT-2's architecture cannot express."""
+    return [f"{name}={config[name]!r}" for name, default in GPT2_ARCHITECTURE.items()
+            if config.get(name, default) != default]
+
+
 @strict
 class NanoGPT2Config(PreTrainedConfig):
     """Configuration of a GPT-2 style decoder.
@@ -62,6 +85,14 @@ class NanoGPT2Config(PreTrainedConfig):
     `vocab_size` is the number of rows of the embedding (may be padded, e.g. 50304 for speed);
     `tokenizer_vocab_size` is the number of real tokens. Ids at or above it are never produced: their
     logits are set to -inf. Left as None it is 50257 (GPT-2's) for the padded 50304, else vocab_size.
+
+    The architecture options default to GPT-2's choice; the others are those of the modded-nanogpt speedrun
+    and nanochat (see nanogpt2/recipes/gpt2-124m-modern.yaml): `position_embedding` "learned" (a wpe table)
+    or "rotary" (RoPE, Su et al. 2021, base `rotary_base`); `normalization` "layernorm" or "rmsnorm" (Zhang &
+    Sennrich 2019); `qk_norm` normalises queries and keys per head (Henry et al. 2020); `mlp_activation`
+    "gelu_tanh" or "relu2" (ReLU squared, So et al. 2021, Primer); `logit_softcap` C maps the logits to
+    C * tanh(logits / C) (Gemma 2), None for none; `zero_init_projections` starts the residual projections
+    at zero (modded-nanogpt), so every block starts as the identity.
     """
 
     model_type = "nanogpt2"
@@ -84,6 +115,13 @@ class NanoGPT2Config(PreTrainedConfig):
     layer_norm_epsilon: float = positive(default=1e-5)
     initializer_range: float = positive(default=0.02)
     tie_word_embeddings: bool = True
+    position_embedding: str = one_of("learned", "rotary")(default="learned")
+    rotary_base: float | int = positive(default=10000.0)
+    normalization: str = one_of("layernorm", "rmsnorm")(default="layernorm")
+    qk_norm: bool = False
+    mlp_activation: str = one_of("gelu_tanh", "relu2")(default="gelu_tanh")
+    logit_softcap: float | int | None = positive(default=None)
+    zero_init_projections: bool = False
     use_cache: bool = True
     bos_token_id: int | None = EOT_TOKEN_ID
     eos_token_id: int | None = EOT_TOKEN_ID
@@ -105,6 +143,14 @@ class NanoGPT2Config(PreTrainedConfig):
                 f"tokenizer_vocab_size ({self.tokenizer_vocab_size}) must not exceed vocab_size ({self.vocab_size})"
             )
 
+    def validate_rotary(self):
+        if self.position_embedding == "rotary" and self.head_dim % 2:
+            raise ValueError(f"position_embedding='rotary' needs an even head_dim, got {self.head_dim}")
+
+    def gpt2_differences(self) -> list[str]:
+        """The options set away from GPT-2's architecture, as `name=value` (empty for a plain GPT-2)."""
+        return gpt2_differences(self.to_dict())
+
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
@@ -125,5 +171,5 @@ class NanoGPT2Config(PreTrainedConfig):
             raise ValueError(f"NanoGPT2Config: {' '.join(str(error).split())}") from error
 
 
-__all__ = ["NanoGPT2Config", "PRESETS", "RECIPE_DIR", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID",
+__all__ = ["NanoGPT2Config", "OPTIONS", "PRESETS", "RECIPE_DIR", "GPT2_VOCAB_SIZE", "PADDED_VOCAB_SIZE", "EOT_TOKEN_ID",
            "padded_vocab_size"]

@@ -265,6 +265,10 @@ def convert_to_gpt2(src: str, dst: str, overwrite_output_dir: bool = False):
     except (TypeError, ValueError) as error:
         raise ConversionError(f"{source}/config.json is not a valid nanogpt2 config ({error}); restore it from "
                               "the original checkpoint") from None
+    differences = config.gpt2_differences()
+    if differences:
+        raise ConversionError(f"{source} sets {', '.join(differences)}, which GPT-2's architecture cannot express; "
+                              "only a model with GPT-2's options converts to GPT-2")
     with torch.device("meta"):
         model = NanoGPT2ForCausalLM(config)
     state = load_safetensors_state(source)

@@ -17,10 +17,12 @@ PEAK_BF16_FLOPS = {
 
 
 def non_embedding_parameters(model) -> int:
-    """N of the 6N term: every parameter once (tied ones once) except the position embedding, for
-    any GPT-2 that keeps it at `model.transformer.wpe` (nanogpt2, HF GPT-2, build-nanogpt)."""
+    """N of the 6N term: every parameter once (tied ones once, an untied head counted) except the position
+    embedding, for any GPT-2 that keeps it at `model.transformer.wpe` (nanogpt2, HF GPT-2, build-nanogpt);
+    a rotary nanogpt2 has none (wpe is None)."""
     unique = {id(p): p.numel() for p in model.parameters()}
-    return sum(unique.values()) - model.transformer.wpe.weight.numel()
+    wpe = getattr(model.transformer, "wpe", None)
+    return sum(unique.values()) - (wpe.weight.numel() if wpe is not None else 0)
 
 
 def flops_per_token(num_params: int, n_layer: int, n_head: int, head_dim: int, seq_len: int) -> int:

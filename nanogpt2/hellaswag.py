@@ -212,7 +212,8 @@ def ending_losses(model, ids, mask, targets, sharded: bool = False) -> torch.Ten
         real_vocab = getattr(unwrapped.config, "tokenizer_vocab_size", None) or head.weight.shape[0]
         chunk_rows = _head_chunk_rows(ids.device)
         return torch.cat([
-            real_vocab_cross_entropy(rows, head.weight, row_targets, real_vocab, reduction="none")
+            real_vocab_cross_entropy(rows, head.weight, row_targets, real_vocab, reduction="none",
+                                     softcap=getattr(unwrapped.config, "logit_softcap", None))
             for rows, row_targets in zip(hidden.split(chunk_rows), targets.split(chunk_rows))
         ])
     # Any other causal LM: its own forward, keeping only the last `keep` positions' logits when it can,

@@ -18,6 +18,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import CONFIG_NAME
 
+from .configuration_nanogpt2 import gpt2_differences
 from .fileio import atomic_file
 from .plot import plot_run, reference_lines, training_dataset
 from .run_dir import checkpoint_step, has_metrics, read_metrics, read_run_config, read_trainer_state
@@ -208,6 +209,12 @@ def build_model_card(checkpoint_dir, run_dir=None, repo_id: str | None = None, s
     shape = (f"{model['n_layer']} layers, {model['n_head']} heads, width {model['n_embd']}, "
              f"context {model['n_positions']} tokens, vocabulary {vocab:,} (embedding padded to "
              f"{model['vocab_size']:,})")
+    usage = usage_section(facts)
+    differences = gpt2_differences(model)
+    if differences:  # the modern recipe's options: not GPT-2's architecture, no `gpt2` conversion
+        shape += f"; not GPT-2's architecture: {', '.join(differences)}"
+        usage = usage.split("\n\nWithout remote code")[0] + (
+            "\n\nIt has no native `gpt2` form: GPT-2's architecture cannot express " + ", ".join(differences) + ".")
     content = f"""---
 {data.to_yaml()}
 ---
@@ -227,7 +234,7 @@ Hugging Face stack): {shape}.
 
 ## How to use it
 
-{usage_section(facts)}
+{usage}
 """
     return ModelCard(content)
 

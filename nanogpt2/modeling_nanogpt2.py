@@ -71,6 +71,38 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return output, weights
 
 
+# -- the architecture options (NanoGPT2Config: position_embedding, normalization, qk_norm, mlp_activation) -----
+
+
+def norm_layer(config: NanoGPT2Config, dim: int) -> nn.Module:
+    if config.normalization == "rmsnorm":
+        return nn.RMSNorm(dim, eps=config.layer_norm_epsilon)
+    return nn.LayerNorm(dim, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
+class ReLUSquared(nn.Module):
+    """relu(x)^2 (So et al. 2021, Primer)."""
+
+    def forward(self, x):
+        return nn.functional.relu(x).square()
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype):
+    """cos and sin of RoPE's angles (Su et al. 2021) at `position_ids` (batch, seq): (batch, 1, seq, head_dim) each,
+    the frequencies repeated over the two halves of a head (rotate_half convention, as Llama's)."""
+    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / (base**exponents)
+    angles = position_ids[..., None].float() * inv_freq
+    angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # x is bf16 under autocast, cos and sin the weights' fp32
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
 class NanoGPT2Attention(nn.Module):
     """Causal multi-head self-attention with one fused QKV projection."""
 
@@ -82,16 +114,22 @@ class NanoGPT2Attention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm, self.k_norm = norm_layer(config, self.head_dim), norm_layer(config, self.head_dim)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, rotary=None, **kwargs):
         batch, seq_len, _ = hidden_states.shape
         query, key, value = (
             t.view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
             for t in self.c_attn(hidden_states).split(self.config.n_embd, dim=2)
         )
+        if self.config.qk_norm:  # under autocast a norm returns fp32: back to the values' dtype for attention
+            query, key = self.q_norm(query).to(value.dtype), self.k_norm(key).to(value.dtype)
+        if rotary is not None:  # keys enter the cache rotated at their own positions
+            query, key = apply_rotary(query, *rotary), apply_rotary(key, *rotary)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -118,7 +156,7 @@ class NanoGPT2MLP(nn.Module):
     def __init__(self, config: NanoGPT2Config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = ReLUSquared() if config.mlp_activation == "relu2" else nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
@@ -132,13 +170,14 @@ class NanoGPT2Block(GradientCheckpointingLayer):
 
     def __init__(self, config: NanoGPT2Config, layer_idx: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_1 = norm_layer(config, config.n_embd)
         self.attn = NanoGPT2Attention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_2 = norm_layer(config, config.n_embd)
         self.mlp = NanoGPT2MLP(config)
 
-    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, **kwargs):
-        attn_output, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs)
+    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, rotary=None, **kwargs):
+        attn_output, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache,
+                                   rotary=rotary, **kwargs)
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
@@ -168,8 +207,11 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_projection", False):
-                std = std * (2 * self.config.n_layer) ** -0.5
-            init.normal_(module.weight, mean=0.0, std=std)
+                std = 0.0 if self.config.zero_init_projections else std * (2 * self.config.n_layer) ** -0.5
+            if std == 0.0:
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -178,6 +220,8 @@ class NanoGPT2PreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            init.ones_(module.weight)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Every save carries the two code files and an `auto_map` naming every head, so any Auto class
@@ -204,15 +248,15 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor, seq_len: int)
 
 
 class NanoGPT2Model(NanoGPT2PreTrainedModel):
-    """Token + learned position embeddings, n_layer blocks, final LayerNorm."""
+    """Token + learned position embeddings (or rotary ones in attention), n_layer blocks, final LayerNorm."""
 
     def __init__(self, config: NanoGPT2Config):
         super().__init__(config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd) if config.position_embedding == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([NanoGPT2Block(config, i) for i in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_f = norm_layer(config, config.n_embd)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -284,12 +328,17 @@ class NanoGPT2Model(NanoGPT2PreTrainedModel):
             position_ids=position_ids,
             **{CACHE: mask_cache},
         )
-        hidden_states = inputs_embeds + self.wpe(position_ids)
+        rotary = None
+        if self.wpe is not None:
+            hidden_states = inputs_embeds + self.wpe(position_ids)
+        else:
+            hidden_states = inputs_embeds
+            rotary = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, inputs_embeds.dtype)
         if token_type_ids is not None:  # as GPT2Model: segment ids are embedded with the token table
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states)
         for block in self.h:
-            hidden_states = block(hidden_states, attention_mask=mask, cache=cache, **kwargs)
+            hidden_states = block(hidden_states, attention_mask=mask, cache=cache, rotary=rotary, **kwargs)
         hidden_states = self.ln_f(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache if use_cache else None})
 
@@ -383,11 +432,14 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         if has_targets and self.training:
             if shift_labels is None:
                 shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch)
+            loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch,
+                                   softcap=self.config.logit_softcap)
             return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, slice_indices])
+        if self.config.logit_softcap is not None:
+            logits = softcap_logits(logits, self.config.logit_softcap)
         if real_vocab < self.config.vocab_size:
             # Rows past the real vocabulary only pad the matmul: no token there may ever win.
             logits[..., real_vocab:] = float("-inf")
@@ -412,10 +464,19 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
 # -- the language-model losses over the real vocabulary (training, chunked; HellaSwag scoring) ---------------
 
 
-def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100):
-    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T`: padded
-    vocabulary rows never enter (no -inf fill), and the fp32 copy is of these rows' logits only."""
+def softcap_logits(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap * tanh(logits / cap): logits bounded in (-cap, cap) (Gemma 2; modded-nanogpt, nanochat use 15)."""
+    return cap * torch.tanh(logits / cap)
+
+
+def real_vocab_cross_entropy(hidden, head_weight, targets, real_vocab: int, reduction="sum", ignore_index=-100,
+                             softcap: float | None = None):
+    """Cross-entropy (fp32) of `targets` under the logits `hidden @ head_weight[:real_vocab].T` (soft-capped
+    where `softcap` is set): padded vocabulary rows never enter (no -inf fill), and the fp32 copy is of these
+    rows' logits only."""
     logits = nn.functional.linear(hidden, head_weight[:real_vocab]).float()
+    if softcap is not None:
+        logits = softcap_logits(logits, softcap)
     return nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
 
 
@@ -426,7 +487,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     recomputes nothing. Padded vocabulary rows never enter, so no -inf fill."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int):
+    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int, softcap=None):
         head = weight[:real_vocab]
         wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if wants_grad else None
@@ -435,12 +496,16 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_chunks = grad_hidden.chunk(chunks) if wants_grad else [None] * chunks
         for rows, row_targets, grad_rows in zip(hidden.chunk(chunks), targets.chunk(chunks), grad_chunks):
             logits = (rows @ head.T).float()
+            if softcap is not None:
+                logits = softcap_logits(logits, softcap)
             valid = row_targets != ignore_index
             safe = row_targets.masked_fill(~valid, 0).unsqueeze(1)
             log_probs = logits.log_softmax(-1)
             total = total - (log_probs.gather(1, safe).squeeze(1) * valid).sum()
             if wants_grad:
                 grad = log_probs.exp_().scatter_add_(1, safe, torch.full_like(safe, -1, dtype=logits.dtype))
+                if softcap is not None:  # d(cap * tanh(z / cap))/dz = 1 - tanh^2
+                    grad = grad * (1 - (logits / softcap).square())
                 grad = (grad * valid.unsqueeze(1)).to(rows.dtype)
                 grad_rows.copy_(grad @ head)
                 grad_head += (grad.T @ rows).float()
@@ -454,14 +519,15 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_head = ctx.saved_tensors
         grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_head.device)
         grad_weight[: grad_head.shape[0]] = grad_head * grad_total
-        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None
+        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None, None
 
 
-def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8):
+def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8,
+                    softcap: float | None = None):
     """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss) through
     LinearCrossEntropy: memory of one chunk's logits, the compute of a plain head and loss."""
     hidden, targets = hidden.flatten(0, -2), targets.flatten()
-    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100)
+    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100, softcap)
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return total / count
 

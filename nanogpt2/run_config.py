@@ -47,6 +47,18 @@ class RunConfig:
     n_embd: int | None = setting(None, "override the width", at_least=1)
     n_positions: int | None = setting(None, "override the model's context length (its position embeddings)", at_least=1)
     dropout: float = setting(0.0, "dropout probability (0 for pretraining)", at_least=0.0, below=1.0)
+    # The architecture options (NanoGPT2Config's); unset: the preset's, else GPT-2's (in brackets)
+    position_embedding: Literal["learned", "rotary"] | None = setting(
+        None, "position encoding: a learned table (GPT-2) or rotary (RoPE) [learned]")
+    rotary_base: float | None = setting(None, "RoPE's base (theta) [10000]", above=0.0)
+    normalization: Literal["layernorm", "rmsnorm"] | None = setting(None, "LayerNorm (GPT-2) or RMSNorm [layernorm]")
+    qk_norm: bool | None = setting(None, "normalise queries and keys per head before attention [false]")
+    mlp_activation: Literal["gelu_tanh", "relu2"] | None = setting(None, "MLP activation: GELU-tanh (GPT-2) or "
+                                                                   "ReLU squared [gelu_tanh]")
+    bias: bool | None = setting(None, "biases in the linear layers and LayerNorms [true]")
+    tie_word_embeddings: bool | None = setting(None, "the head shares the token embedding's weights [true]")
+    logit_softcap: float | None = setting(None, "final-logit softcap C: C * tanh(logits / C) [none]", above=0.0)
+    zero_init_projections: bool | None = setting(None, "initialise the blocks' output projections at zero [false]")
     tokenizer_name: str | None = setting(None, "a directory with a tokenizer.json (e.g. from train_tokenizer.py) or "
                                          "a Hub id (online); default GPT-2's", aliases=["--tokenizer"])
     data_dir: str | None = setting(None, "pre-tokenized shards written by prepare_fineweb.py", section="data")
@@ -70,8 +82,15 @@ class RunConfig:
     total_batch_size: int | None = setting(
         2**19, "tokens per optimizer step, over all processes (with --gradient_accumulation_steps "
         "and without this flag: derived from it; with both: checked)", at_least=1)
-    learning_rate: float = setting(6e-4, "peak learning rate", above=0.0,
-                                   section="optimizer and learning-rate schedule")
+    optim: Literal["adamw", "muon"] = setting(
+        "adamw", "adamw: AdamW for every parameter (GPT-2's recipe); muon: torch.optim.Muon for the blocks' 2-D "
+        "matrices at --muon_learning_rate, AdamW for the rest (embeddings, head, norms, biases)",
+        section="optimizer and learning-rate schedule")
+    learning_rate: float = setting(6e-4, "peak learning rate (of AdamW's parameters)", above=0.0)
+    muon_learning_rate: float = setting(0.02, "--optim muon: peak learning rate of the Muon matrices (follows the "
+                                        "same schedule)", above=0.0)
+    muon_momentum: float = setting(0.95, "--optim muon: Muon's momentum", at_least=0.0, below=1.0)
+    muon_weight_decay: float = setting(0.0, "--optim muon: Muon's (decoupled) weight decay", at_least=0.0)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "warmup_stable_decay"] = setting(
         "cosine", "after the linear warmup: cosine (build-nanogpt) or linear decay to --min_lr_ratio, constant, or "
         "warmup_stable_decay (constant, then a cosine decay over the last --lr_decay_ratio of the steps)")

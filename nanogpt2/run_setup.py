@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType
 
-from .configuration_nanogpt2 import GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
+from .configuration_nanogpt2 import ARCHITECTURE, GPT2_VOCAB_SIZE, NanoGPT2Config, padded_vocab_size
 from .convert import pretrained_config
 from .data import StreamingTrainLoader, TrainLoader, ValidationLoader, open_token_shards, stream_text
 from .documents import tokenize_documents, tokenize_files
@@ -25,8 +25,7 @@ from .tokenizer import GPT2_NAME, load_tokenizer
 def model_config(config: RunConfig, tokenizer) -> NanoGPT2Config:
     """The architecture: the checkpoint's (--model_name_or_path), a config.json's (--config_name) or the
     preset's, with --n_layer/--n_head/--n_embd/--n_positions/--dropout over it."""
-    overrides = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "n_positions")
-                 if getattr(config, k) is not None}
+    overrides = {k: getattr(config, k) for k in ARCHITECTURE if getattr(config, k) is not None}
     overrides["dropout"] = config.dropout
     if config.model_name_or_path or config.config_name:
         flag = "--model_name_or_path" if config.model_name_or_path else "--config_name"

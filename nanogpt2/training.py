@@ -26,10 +26,10 @@ from . import fileio
 from .batch import settle_batch, steps_for_epochs
 from .convert import load_pretrained
 from .data import BatchPrefetcher
-from .errors import DivergenceError, PreflightError, TrainingError, TrainingInterrupted
+from .errors import DivergenceError, PreflightError, SettingsError, TrainingError, TrainingInterrupted
 from .flops import device_peak_flops, mfu, model_flops_per_token
 from .modeling_nanogpt2 import NanoGPT2ForCausalLM
-from .optim import build_optimizer, learning_rate_at
+from .optim import build_run_optimizer, learning_rate_at, set_learning_rates
 from .preflight import BackgroundCheck, check_hellaswag, check_numbers, check_output_dir
 from .prepare import verify_prepared
 from .run_checkpoints import RunCheckpoints
@@ -47,7 +47,8 @@ SHARD_CHECK_HEAD_START = 10.0
 
 # metrics.jsonl keys -> tracker (TensorBoard, wandb) names, grouped as train/, eval/, perf/
 TRACKER_NAMES = {
-    "train_loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+    "train_loss": "train/loss", "lr": "train/learning_rate", "muon_lr": "train/muon_learning_rate",
+    "grad_norm": "train/grad_norm",
     "tokens": "train/tokens_seen", "tokens_per_sec": "perf/tokens_per_sec", "mfu": "perf/mfu",
     "val_loss": "eval/loss", "val_tokens": "eval/loss_tokens", "hellaswag_acc_norm": "eval/hellaswag_acc_norm",
     "hellaswag_acc": "eval/hellaswag_acc", "hellaswag_num_examples": "eval/hellaswag_num_examples",
@@ -183,15 +184,17 @@ class PretrainingLoop:
 
     def _build_model_and_optimizer(self) -> None:
         config, acc = self.config, self.accelerator
+        if config.optim == "muon" and acc.distributed_type == DistributedType.FSDP:
+            # FSDP2 shards each matrix (a DTensor) while Muon orthogonalises whole matrices
+            raise SettingsError("--optim muon does not run under FSDP (Muon needs whole matrices, FSDP2 shards "
+                                "them); use DDP (accelerate_configs/multi_gpu.yaml) or --optim adamw")
         if config.model_name_or_path:  # weights from there, a fresh optimizer
             model = load_pretrained(config.model_name_or_path, "--model_name_or_path", dropout=config.dropout)
         else:
             model = NanoGPT2ForCausalLM(self.model_config)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
-        self.optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
-                                         (config.adam_beta1, config.adam_beta2), config.adam_epsilon,
-                                         self.device.type)
+        self.optimizer = build_run_optimizer(model, config, self.device.type)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model = acc.unwrap_model(self.model)
         # --compile auto: on CUDA only. A model Accelerate compiled already (dynamo_config) is not wrapped twice.
@@ -206,8 +209,7 @@ class PretrainingLoop:
         acc, config = self.accelerator, self.config
         lr = learning_rate_at(self.step, config.lr_scheduler_type, config.learning_rate, config.warmup_steps,
                               config.max_steps, config.min_lr_ratio, config.lr_decay_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rates(self.optimizer, lr, config.learning_rate)
         loss_sum = torch.zeros((), device=self.device)
         for micro_step in range(self.grad_accum):
             x, y = self.train_loader.next_batch()
@@ -429,6 +431,8 @@ class PretrainingLoop:
         if self.step % self.config.logging_steps == 0 or self.step == self.config.max_steps:
             record = {"step": self.step, "tokens": self.tokens_seen, "train_loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec}
+            if self.config.optim == "muon":
+                record["muon_lr"] = self.optimizer.param_groups[-1]["lr"]
             if utilisation is not None:
                 record["mfu"] = utilisation
             skipped = self.train_loader.state_dict().get("skipped_rows")  # streamed rows without text, so far

@@ -1,7 +1,9 @@
 """build-nanogpt's optimizer recipe: decay groups and the warmup + cosine schedule."""
 
+import copy
 import math
 
+import pytest
 import torch
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
@@ -60,3 +62,91 @@ def test_lr_scheduler_types():
     assert lr("warmup_stable_decay", 10) == lr("warmup_stable_decay", 88) == 1.0
     assert math.isclose(lr("warmup_stable_decay", 99), 0.55) and math.isclose(lr("warmup_stable_decay", 110), 0.1)
     assert 0.1 < lr("warmup_stable_decay", 109) < lr("warmup_stable_decay", 89) < 1.0
+
+
+# -- --optim muon: Muon for the blocks' matrices, AdamW for the rest, in one optimizer object ---------------------
+
+def muon_run_config(**overrides):
+    from nanogpt2.run_config import RunConfig
+
+    return RunConfig(**{"optim": "muon", "learning_rate": 1e-3, "muon_learning_rate": 0.02, **overrides})
+
+
+def modern_tiny(tie=True, seed=0):
+    torch.manual_seed(seed)
+    return NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=64,
+                                              tie_word_embeddings=tie, position_embedding="rotary" if tie else
+                                              "learned"))
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_every_parameter_is_in_exactly_one_group(tie):
+    from nanogpt2.optim import is_muon_parameter, muon_and_adamw_groups
+
+    model = modern_tiny(tie)
+    muon, adamw = muon_and_adamw_groups(model, 1e-3, 0.1, 0.02, 0.0)
+    grouped = [id(p) for group in muon + adamw for p in group["params"]]
+    assert len(grouped) == len(set(grouped)) and set(grouped) == {id(p) for p in model.parameters()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_muon = {names[id(p)] for p in muon[0]["params"]}
+    assert in_muon == {n for n in names.values() if ".h." in n and n.endswith("weight") and "ln_" not in n}
+    assert all(is_muon_parameter(n, p) == (n in in_muon) for n, p in model.named_parameters())
+    assert "transformer.wte.weight" not in in_muon and "lm_head.weight" not in in_muon
+    assert muon[0]["lr"] == 0.02 and {g["lr"] for g in adamw} == {1e-3}
+
+
+def test_muon_with_adamw_steps_both_and_schedules_each_peak():
+    from nanogpt2.optim import MuonWithAdamW, build_run_optimizer, set_learning_rates
+
+    model = modern_tiny()
+    optimizer = build_run_optimizer(model, muon_run_config())
+    assert isinstance(optimizer, MuonWithAdamW) and isinstance(optimizer.muon, torch.optim.Muon)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.randint(0, 64, (2, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.endswith("weight"))
+    set_learning_rates(optimizer, 5e-4, 1e-3)  # half the peak: each group at half its own peak
+    assert [g["lr"] for g in optimizer.param_groups] == [5e-4, 5e-4, 0.01]
+    assert optimizer.muon.param_groups[0]["lr"] == 0.01 and optimizer.adamw.param_groups[0]["lr"] == 5e-4
+
+
+def test_muon_with_adamw_state_dict_resumes_bit_exactly():
+    from nanogpt2.optim import build_run_optimizer
+
+    def steps(model, optimizer, seeds):
+        for seed in seeds:
+            ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(seed))
+            optimizer.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+
+    model = modern_tiny()
+    optimizer = build_run_optimizer(model, muon_run_config())
+    steps(model, optimizer, [1, 2])
+    saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    steps(model, optimizer, [3, 4])
+
+    resumed = modern_tiny(seed=1)
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = build_run_optimizer(resumed, muon_run_config())
+    resumed_optimizer.load_state_dict(saved_optimizer)
+    assert resumed_optimizer.param_groups[-1] is resumed_optimizer.muon.param_groups[0]
+    steps(resumed, resumed_optimizer, [3, 4])
+    for (name, p), q in zip(model.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_muon_under_fsdp_is_refused_at_start_up():
+    """FSDP2 shards every matrix (DTensors) and Muon orthogonalises whole ones: one line, before any model is built."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from nanogpt2.errors import SettingsError
+    from nanogpt2.training import PretrainingLoop
+
+    loop = SimpleNamespace(config=muon_run_config(), accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
+    with pytest.raises(SettingsError, match="--optim muon does not run under FSDP") as error:
+        PretrainingLoop._build_model_and_optimizer(loop)
+    assert len(str(error.value).splitlines()) == 1

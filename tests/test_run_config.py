@@ -94,7 +94,8 @@ def test_choices_take_any_case_on_the_command_line():
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_each_recipe_is_a_config_file_of_its_preset(preset):
     recipe = load_config_file(RECIPE_DIR / f"{preset}.yaml")  # the config-file checks: keys, types, bounds
-    assert recipe["preset"][0] == preset and {name: recipe[name][0] for name in ARCHITECTURE} == PRESETS[preset]
+    assert recipe["preset"][0] == preset
+    assert {name: v for name, (v, _) in recipe.items() if name in ARCHITECTURE} == PRESETS[preset]
     config = resolve_config(["--preset", preset])
     assert all(getattr(config, name) == value for name, (value, _) in recipe.items() if name not in ARCHITECTURE)
     assert all(getattr(config, name) is None for name in ARCHITECTURE)  # the shape is the preset's, not an override
@@ -113,7 +114,8 @@ def test_a_copied_recipe_passed_as_config_file_is_the_preset(tmp_path):
     copied = tmp_path / "my-tiny.yaml"
     copied.write_text((RECIPE_DIR / "tiny.yaml").read_text())
     preset, config = resolve_config(["--preset", "tiny"]), resolve_config(["--config_file", str(copied)])
-    shape = {name: getattr(config, name) for name in ARCHITECTURE}  # set by the file, so overrides of the preset
+    shape = {name: getattr(config, name) for name in ARCHITECTURE  # set by the file, so overrides of the preset
+             if getattr(config, name) is not None}
     assert dataclasses.replace(config, **dict.fromkeys(ARCHITECTURE)) == preset
     assert NanoGPT2Config.from_preset(config.preset, **shape).to_dict() == NanoGPT2Config.from_preset("tiny").to_dict()
     settle_batch(config, 2)  # the file's micro-batch fits 2 processes as the preset's does
@@ -131,8 +133,8 @@ def test_help_lists_the_recipes_and_shows_the_presets_defaults(capsys):
     words = " ".join(out.split())
     assert exit.value.code == 0 and "(default: 2048)" in words and "(default: runs/tiny)" in words
     recipes = out[out.index("recipes for --preset"):].splitlines()[2:]
-    assert [line.split()[0] for line in recipes] == list(PRESETS) == ["gpt2-124m", "gpt2-350m", "gpt2-774m",
-                                                                       "gpt2-1558m", "tiny"]
+    assert [line.split()[0] for line in recipes] == list(PRESETS) == [
+        "gpt2-124m", "gpt2-124m-modern", "gpt2-350m", "gpt2-774m", "gpt2-1558m", "tiny", "tiny-modern"]
 
 
 def test_run_config_uses_only_public_names_of_argparse_and_transformers():

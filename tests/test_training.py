@@ -259,3 +259,23 @@ def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, 
     path = download_tiny_shakespeare(Path(tinyshakespeare_file).as_uri())
     assert path.read_bytes() == Path(tinyshakespeare_file).read_bytes()
     assert download_tiny_shakespeare((tmp_path / "missing.txt").as_uri()) == path  # cached: no second download
+
+
+@pytest.mark.slow
+def test_muon_and_the_modern_architecture_train_and_resume_exactly(tmp_path, tinyshakespeare_file):
+    """--optim muon over a rotary, RMSNorm, QK-norm, ReLU², bias-free, untied, soft-capped model: a resume from
+    the step-2 checkpoint repeats the losses bit for bit, and both learning rates are logged."""
+    args = SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--num_samples", "0", "--max_steps", 4,
+                    "--save_steps", 2, "--eval_steps", 2, "--optim", "muon", "--muon_learning_rate", "0.02",
+                    "--position_embedding", "rotary", "--normalization", "rmsnorm", "--qk_norm", "true",
+                    "--mlp_activation", "relu2", "--bias", "false", "--tie_word_embeddings", "false",
+                    "--logit_softcap", "15", "--zero_init_projections", "true"]
+    pretrain(args + ["--output_dir", tmp_path / "run"])
+    losses, _ = train_losses(tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["muon_lr"] / r["lr"] for r in records if "lr" in r] == pytest.approx([0.02 / 3e-3] * 4)
+    config = json.loads((tmp_path / "run" / "checkpoint-4" / "config.json").read_text())
+    assert config["position_embedding"] == "rotary" and config["logit_softcap"] == 15.0
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    pretrain(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"])
+    assert train_losses(tmp_path / "resumed")[0] == losses[2:]
