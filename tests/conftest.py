@@ -1,6 +1,7 @@
 """Shared fixtures: the real data files in ../shared/data (never the network)."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ SHARED_DATA = Path(os.environ.get("NANOGPT2_SHARED_DATA", REPO_ROOT.parent / "sh
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# remote code is copied into transformers' modules cache: one of its own per test session, so that runs
+# beside this one (or an earlier checkout's files there) never mix into it
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="nanogpt2-tests-modules-"))
 
 
 def shared_file(relative: str) -> Path:

@@ -81,10 +81,14 @@ def test_token_efficiency_smoke(tmp_path, english_mix_file, monkeypatch):
     benchmark = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "token_efficiency", benchmark)  # its dataclass looks itself up there
     spec.loader.exec_module(benchmark)
-    result = benchmark.main(["--data", str(data), "--work_dir", str(tmp_path / "work"), "--vocab_size", "300",
-                             "--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
-                             "--batch_size", "2", "--steps", "4", "--eval_every", "2", "--eval_windows", "2",
-                             "--seeds", "2", "--gpt2_lrs", "1e-3", "--muon_lrs", "0.02", "--ablation"])
+    threads = torch.get_num_threads()  # the benchmark sets its own; later tests compare logits across processes
+    try:
+        result = benchmark.main(["--data", str(data), "--work_dir", str(tmp_path / "work"), "--vocab_size", "300",
+                                 "--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+                                 "--batch_size", "2", "--steps", "4", "--eval_every", "2", "--eval_windows", "2",
+                                 "--seeds", "2", "--gpt2_lrs", "1e-3", "--muon_lrs", "0.02", "--ablation"])
+    finally:
+        torch.set_num_threads(threads)
     assert len(result["curves"]["gpt2"]) == len(result["curves"]["modern"]) == 2 and len(result["ratios"]) == 2
     assert set(result["ablation"]) == {*benchmark.MODERN_OPTIONS, "optim=muon"}
     assert (tmp_path / "work" / "token_efficiency.png").read_bytes()[:4] == b"\x89PNG"
