@@ -6,11 +6,13 @@ publish.check_hub_access), also before step 1. Every failure is one message nami
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
 from . import fileio
 from .errors import DataError, PreflightError, report
+from .run_config import require_finite
 from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
 
 # Settings that, changed on resume, would silently train a different run: refused.
@@ -36,8 +38,12 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
 
 
 def check_numbers(config) -> None:
-    """A warning when the warmup outlasts the run (the learning rate would never reach its peak). Every float
-    setting is finite already: run_config checks it for flags, config files and recipes alike."""
+    """Every float setting finite (run_config checks parsed values; this covers a RunConfig made in code), and a
+    warning when the warmup outlasts the run (the learning rate would never reach its peak)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float):
+            require_finite(value, f"--{field.name}")
     if config.max_steps is not None and config.warmup_steps > config.max_steps:
         report("warning", f"--warmup_steps {config.warmup_steps} is longer than the run (--max_steps "
                           f"{config.max_steps}): the learning rate never reaches --learning_rate "

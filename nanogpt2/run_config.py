@@ -216,6 +216,12 @@ class SettingsParser(HfArgumentParser):
         raise SettingsError(message)
 
 
+def require_finite(value: float, where: str) -> None:
+    """NaN compares false, so no bound catches it: a float setting must be finite."""
+    if not math.isfinite(value):
+        raise SettingsError(f"{where} is {value}; pass a finite number")
+
+
 def check_value(name: str, value, where: str):
     """`value` as its field's type would parse it from a flag (no silent coercion), within its choices and bounds."""
     if value is None and FIELDS[name].default is None:  # null means "not set", as omitting it
@@ -231,8 +237,8 @@ def check_value(name: str, value, where: str):
     if isinstance(value, bool) != (base is bool) or not isinstance(value, (int, float) if base is float else base):
         expected = {bool: "true or false (unquoted)", int: "an integer", float: "a number", str: "a string"}[base]
         raise SettingsError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
-    if base is float and not math.isfinite(value):  # NaN compares false: no bound would catch it
-        raise SettingsError(f"{where} is {value}; pass a finite number")
+    if base is float:
+        require_finite(value, where)
     for key, holds in BOUNDS.items():
         if key in FIELDS[name].metadata and not holds(value, FIELDS[name].metadata[key]):
             raise SettingsError(f"{where} must be {key.replace('_', ' ')} {FIELDS[name].metadata[key]} (got {value})")
