@@ -121,8 +121,10 @@ class Results:
 def run_tests(results: Results, mode: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
-        process = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py",
-                                  f"--junitxml={report}"], cwd=REPO, capture_output=True, text=True, timeout=540)
+        # one process on the one GPU: without pyproject's `-n auto` (pytest-xdist is not on the GPU image)
+        process = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
+                                  "tests/test_cuda.py", f"--junitxml={report}"], cwd=REPO, capture_output=True,
+                                 text=True, timeout=540)
         print(process.stdout[-3000:], flush=True)
         if not report.is_file():
             results.error("tests", "pytest", process.stdout[-1000:] + process.stderr[-1000:])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, report
 
 # how sources are cut into chunks (a prepared directory records it: a rerun must cut the same way)
 CHUNKING = {"jsonl_bytes": 2 * 1024 * 1024, "dataset_rows": 1024, "streamed_documents": 256}
@@ -212,15 +212,18 @@ def _parse_lines(lines: Sequence[bytes], text_column: str) -> tuple[list, tuple[
     return texts, None
 
 
+def _chunk_lines(chunk: Chunk) -> list[bytes]:
+    """The lines of a "jsonl" or "lines" chunk."""
+    if chunk.kind == "lines":
+        return chunk.data.split(b"\n")
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.start)
+        return f.read(chunk.stop - chunk.start).split(b"\n")
+
+
 def _jsonl_texts(chunk: Chunk, text_column: str) -> list[str]:
     """The texts of a "jsonl" or "lines" chunk; a bad line raises DataError with its file:line."""
-    if chunk.kind == "lines":
-        lines = chunk.data.split(b"\n")
-    else:
-        with open(chunk.path, "rb") as f:
-            f.seek(chunk.start)
-            lines = f.read(chunk.stop - chunk.start).split(b"\n")
-    texts, bad = _parse_lines(lines, text_column)
+    texts, bad = _parse_lines(_chunk_lines(chunk), text_column)
     if bad is None:
         return texts
     index, problem = bad
@@ -241,6 +244,75 @@ def _read_txt(path) -> str:
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column {column}); "
                         "convert the file to UTF-8 (binary files cannot be tokenized)") from None
+
+
+def why_skipped(value) -> str | None:
+    """Why a row's text is skipped ("is null", "is empty", "holds a list, not text"), or None: it is text."""
+    if isinstance(value, str):
+        return "is empty" if value == "" else None
+    return "is null" if value is None else f"holds {type(value).__name__} {str(value)[:40]!r}, not text"
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """Where the first skipped row of a chunk is: `index`, the row's place in the chunk (for JSON lines: its
+    line, blank lines included), and why (`why_skipped`)."""
+
+    kind: str
+    path: str | None
+    start: int
+    index: int
+    why: str
+
+    def location(self, source: str) -> str:
+        """"file:line" for JSON lines, "file, row N" (from 0) for parquet and datasets."""
+        if self.kind == "jsonl":  # a byte range: count the lines before it (done once per file, when warned)
+            with open(self.path, "rb") as f:
+                before = _lines_before(f, self.start)
+            return f"{self.path}:{before + self.index + 1}"
+        if self.kind == "lines":
+            return f"{self.path}:{self.start + self.index + 1}"
+        if self.kind == "txt":
+            return str(self.path)
+        return f"{self.path or source}, row {self.start + self.index}"
+
+
+def _lines_before(f, offset: int) -> int:
+    count, read = 0, 0
+    while read < offset:
+        block = f.read(min(1 << 20, offset - read))
+        if not block:
+            break
+        count += block.count(b"\n")
+        read += len(block)
+    return count
+
+
+def first_skipped_row(chunk: Chunk, rows: Sequence) -> SkippedRow | None:
+    """The first row of `read_chunk`'s `rows` that `drop_empty` drops, located in its file, or None."""
+    index = next((i for i, value in enumerate(rows) if why_skipped(value) is not None), None)
+    if index is None:
+        return None
+    why = why_skipped(rows[index])
+    if chunk.kind in ("jsonl", "lines"):  # rows are the non-blank lines: find the line
+        index = [i for i, line in enumerate(_chunk_lines(chunk)) if line.strip()][index]
+    start = {"parquet": chunk.stop}.get(chunk.kind, chunk.start)
+    return SkippedRow(chunk.kind, chunk.path, start, index, why)
+
+
+class SkippedRowWarnings:
+    """One warning per file (or source), at its first skipped row, naming the file and row; the rest of the
+    rows without text are only counted."""
+
+    def __init__(self, text_column: str, source: str = "the data set"):
+        self.text_column, self.source, self.warned = text_column, source, set()
+
+    def __call__(self, skipped: SkippedRow | None) -> None:
+        if skipped is None or (skipped.path or self.source) in self.warned:
+            return
+        self.warned.add(skipped.path or self.source)
+        report("warning", f"{skipped.location(self.source)}: {self.text_column!r} {skipped.why}; the row is "
+               "skipped, as are any others without text (they are counted)")
 
 
 def drop_empty(texts: Sequence) -> tuple[list[str], np.ndarray]:
@@ -334,20 +406,23 @@ def _init_worker(tokenizer, text_column: str, dataset) -> None:
     _worker.update(tokenizer=tokenizer, text_column=text_column, dataset=dataset)
 
 
-def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _encode_chunk(task: tuple[Chunk, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, SkippedRow | None]:
     chunk, skip = task
-    texts, dropped_before = drop_empty(read_chunk(chunk, _worker["text_column"], _worker["dataset"]))
+    rows = read_chunk(chunk, _worker["text_column"], _worker["dataset"])
+    texts, dropped_before = drop_empty(rows)
     tokens, ends = encode_documents(texts[skip:], _worker["tokenizer"])
     # rows dropped before document `skip` were counted by whoever skipped it; at a chunk's start none were
     already_counted = dropped_before[min(skip, len(dropped_before) - 1)] if skip else 0
-    return tokens, ends, dropped_before[skip:] - already_counted
+    skipped = first_skipped_row(chunk, rows) if dropped_before[-1] > already_counted else None
+    return tokens, ends, dropped_before[skip:] - already_counted, skipped
 
 
 def tokenize_chunks(tasks: Iterable[tuple[Chunk, int]], tokenizer, text_column: str = "text", num_proc: int = 1,
-                    dataset=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(tokens, document ends, empty rows dropped before each document and in all) of each (chunk, documents
-    to skip at its start), in order, by `num_proc` processes. `dataset`: the `datasets` dataset that "rows"
-    chunks index (inherited by the workers). Null or empty rows are dropped (`drop_empty`)."""
+                    dataset=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, SkippedRow | None]]:
+    """(tokens, document ends, empty rows dropped before each document and in all, the first dropped row or
+    None) of each (chunk, documents to skip at its start), in order, by `num_proc` processes. `dataset`: the
+    `datasets` dataset that "rows" chunks index (inherited by the workers). Null or empty rows are dropped
+    (`drop_empty`)."""
     return ordered_map(_encode_chunk, tasks, num_proc, _init_worker, (tokenizer, text_column, dataset))
 
 
@@ -368,7 +443,8 @@ def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 
         check_local_file(path, text_column)
     tasks = ((chunk, 0) for path in paths for chunk in local_chunks(path))
     skipped = [] if skipped is None else skipped
-    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer, skipped)
+    stream = _concatenate(tokenize_chunks(tasks, tokenizer, text_column, num_proc), tokenizer, skipped,
+                          SkippedRowWarnings(text_column))
     if len(stream) == 0:
         raise DataError(f"no documents in {', '.join(map(str, paths))}"
                         + (f": its {sum(skipped)} rows have a null, empty or non-text {text_column!r}; set "
@@ -376,11 +452,14 @@ def tokenize_files(paths, tokenizer, text_column: str = "text", num_proc: int = 
     return stream
 
 
-def _concatenate(results, tokenizer, skipped: list | None = None) -> np.ndarray:
-    """The token arrays of `tokenize_chunks` in one; each chunk's count of dropped rows goes to `skipped`."""
+def _concatenate(results, tokenizer, skipped: list | None = None, warn=None) -> np.ndarray:
+    """The token arrays of `tokenize_chunks` in one; each chunk's count of dropped rows goes to `skipped`,
+    and its first dropped row to `warn`."""
     pieces = []
-    for tokens, _, dropped_before in results:
+    for tokens, _, dropped_before, first_skipped in results:
         pieces.append(tokens)
+        if warn is not None:
+            warn(first_skipped)
         if skipped is not None:
             skipped.append(int(dropped_before[-1]))
     return np.concatenate(pieces) if pieces else np.empty(0, dtype=token_dtype(tokenizer.vocab_size))

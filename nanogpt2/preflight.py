@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import fileio
 from .errors import DataError, PreflightError, report
-from .run_config import require_finite
 from .run_dir import TRAINER_STATE, TRAINING_STATE, run_contents
+from .setting_checks import require_finite
 
 # Settings that, changed on resume, would silently train a different run: refused.
 RESUME_MUST_MATCH = ("preset", "model_name_or_path", "config_name", "n_layer", "n_head", "n_embd", "n_positions",

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .documents import (
     CHUNKING,
     Chunk,
+    SkippedRowWarnings,
     batched,
     check_local_file,
     expand_data_files,
@@ -278,9 +279,11 @@ class _Tokenization:
         # the streamed dataset is read here, in the main process: the workers must not inherit it
         worker_dataset = None if self.source.streaming else self.dataset
         results = tokenize_chunks(tasks, self.tokenizer, self.source.text_column, self.num_proc, worker_dataset)
+        warn = SkippedRowWarnings(self.source.text_column, self.source.dataset_name or "the data set")
         bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=description, disable=not self.progress)
         with bar, contextlib.closing(results):
-            for tokens, ends, dropped_before in results:
+            for tokens, ends, dropped_before, first_skipped in results:
+                warn(first_skipped)
                 taken = cutter.add(tokens, ends, dropped_before, num_tokens)
                 bar.update(taken)
                 if num_tokens is not None:

@@ -1,29 +1,23 @@
 """run_pretrain.py's settings: one dataclass parsed by transformers' `HfArgumentParser` (public API only), with
 help, choices, bounds and aliases in each field's metadata. Values are layered flags > `--config_file` (YAML/JSON)
 > the preset's recipe (nanogpt2/recipes/PRESET.yaml, the same keys) > RunConfig's defaults (the 124M recipe), and
-every value, wherever it came from, passes the same type, choice and bound checks. Names follow transformers'
-`run_clm.py`/`TrainingArguments`; the names this project used before (`--micro_batch_size`, `--sequence_length`,
-`--compile`, `--tokenizer`, `--hub_private`) are accepted as flags and config-file keys, and are nowhere else."""
+every value, wherever it came from, passes the same type, choice and bound checks (setting_checks.py). Names
+follow transformers' `run_clm.py`/`TrainingArguments`; the names this project used before (`--micro_batch_size`,
+`--sequence_length`, `--compile`, `--tokenizer`, `--hub_private`) are accepted as flags and config-file keys, and
+are nowhere else."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import dataclasses
-import json
-import math
-import typing
-from pathlib import Path
 from typing import ClassVar, Literal
 
-import yaml
 from transformers import HfArgumentParser
 
 from .configuration_nanogpt2 import ARCHITECTURE, PRESETS, RECIPE_DIR
 from .errors import SettingsError
-
-BOUNDS = {"at_least": (lambda value, bound: value >= bound), "at_most": (lambda value, bound: value <= bound),
-          "above": (lambda value, bound: value > bound), "below": (lambda value, bound: value < bound)}
+from .setting_checks import BOUNDS, SettingChecks
 
 
 def setting(default, help: str, *, aliases=(), **metadata):
@@ -158,11 +152,9 @@ class RunConfig:
     fit_micro_batch: ClassVar[bool] = False
 
 
-FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
-TYPES = {name: typing.get_args(kind)[0] if type(None) in typing.get_args(kind) else kind  # without "| None"
-         for name, kind in typing.get_type_hints(RunConfig).items() if name in FIELDS}
-KEYS = {**{alias[2:]: name for name, field in FIELDS.items() for alias in field.metadata["aliases"]},
-        **{name: name for name in FIELDS}}  # every config-file key (the names and their aliases) -> name
+CHECKS = SettingChecks(RunConfig)  # each value checked as its flag's would be, wherever it comes from
+FIELDS, TYPES, KEYS = CHECKS.fields, CHECKS.types, CHECKS.keys
+check_value, load_config_file = CHECKS.check, CHECKS.load_file
 DESCRIPTION = """Pretrain GPT-2 (from scratch or from --model_name_or_path) with build-nanogpt's
 recipe, on one process or under `accelerate launch`. Settings: flags >
 --config_file > the preset's recipe > the defaults shown."""
@@ -214,59 +206,6 @@ class SettingsParser(HfArgumentParser):
 
     def error(self, message):
         raise SettingsError(message)
-
-
-def require_finite(value: float, where: str) -> None:
-    """NaN compares false, so no bound catches it: a float setting must be finite."""
-    if not math.isfinite(value):
-        raise SettingsError(f"{where} is {value}; pass a finite number")
-
-
-def check_value(name: str, value, where: str):
-    """`value` as its field's type would parse it from a flag (no silent coercion), within its choices and bounds."""
-    if value is None and FIELDS[name].default is None:  # null means "not set", as omitting it
-        return None
-    base = TYPES[name]
-    choices = typing.get_args(base) if typing.get_origin(base) is Literal else FIELDS[name].metadata.get("choices")
-    if choices:
-        if set(choices) == {"auto", "true", "false"} and isinstance(value, bool):
-            value = str(value).lower()
-        if value not in choices:
-            raise SettingsError(f"{where} {value!r} is not a choice: {', '.join(choices)}")
-        return value
-    if isinstance(value, bool) != (base is bool) or not isinstance(value, (int, float) if base is float else base):
-        expected = {bool: "true or false (unquoted)", int: "an integer", float: "a number", str: "a string"}[base]
-        raise SettingsError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
-    if base is float:
-        require_finite(value, where)
-    for key, holds in BOUNDS.items():
-        if key in FIELDS[name].metadata and not holds(value, FIELDS[name].metadata[key]):
-            raise SettingsError(f"{where} must be {key.replace('_', ' ')} {FIELDS[name].metadata[key]} (got {value})")
-    return float(value) if base is float else value
-
-
-def load_config_file(path) -> dict:
-    """{field name: (value, where)} of a YAML/JSON file of settings, each value checked as its flag's would be."""
-    file = Path(path)
-    if not file.is_file():
-        raise SettingsError(f"--config_file {path} does not exist")
-    try:
-        values = (json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())) or {}
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        raise SettingsError(f"--config_file {path} is not valid {'JSON' if file.suffix == '.json' else 'YAML'}: "
-                            f"{' '.join(str(error).split())}") from None
-    if not isinstance(values, dict):
-        raise SettingsError(f"--config_file {path} must hold a mapping of setting: value, got {type(values).__name__}")
-    unknown = sorted(str(key) for key in values if key not in KEYS)
-    if unknown:
-        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; see run_pretrain.py --help")
-    checked = {}
-    for key, value in values.items():
-        name, where = KEYS[key], f"{path}: {key}"
-        if name in checked:
-            raise SettingsError(f"{where} and {checked[name][1].split(': ')[-1]} are the same setting; keep one")
-        checked[name] = (check_value(name, value, where), where)
-    return checked
 
 
 def resolve_config(argv=None) -> RunConfig:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from test_checkpoint import BLOCK_NANOGPT2, run_python
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, pipeline
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.convert import main as convert_main
@@ -91,6 +91,26 @@ def test_each_variant_saves_loads_and_generates_as_its_full_forward(options, tmp
             assert loaded(ids).logits.abs().max() < model.config.logit_softcap
 
 
+@EACH
+def test_each_variant_runs_in_a_text_generation_pipeline(options):
+    """pipeline("text-generation") over a saved variant: batched prompts (left-padded by the pipeline) give the
+    text of the model's own greedy generation of each prompt alone."""
+    from nanogpt2.tokenizer import gpt2_hf_tokenizer
+
+    tokenizer = gpt2_hf_tokenizer()  # GPT-2's, from the shared files (what a checkpoint saves)
+    tokenizer.pad_token, tokenizer.padding_side = tokenizer.eos_token, "left"  # batching, as with GPT-2 itself
+    torch.manual_seed(0)
+    model = NanoGPT2ForCausalLM(NanoGPT2Config(**{**TINY, "vocab_size": len(tokenizer)}, **options)).eval()
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    prompts = ["The meaning of life is", "Hello"]
+    texts = [out[0]["generated_text"] for out in generator(prompts, max_new_tokens=6, do_sample=False, batch_size=2,
+                                                           return_full_text=False)]
+    for prompt, text in zip(prompts, texts):
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        alone = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        assert text == tokenizer.decode(alone[0, ids.shape[1]:])
+
+
 @pytest.mark.parametrize("options", [VARIANTS["rotary"], MODERN], ids=["rotary", "modern"])
 def test_packed_documents_see_their_own_positions(options):
     model = variant(**options)
@@ -135,7 +155,7 @@ def test_the_modern_variant_loads_as_remote_code_without_nanogpt2(tmp_path):
     expected = model.generate(torch.tensor(ids), max_new_tokens=5, do_sample=False, pad_token_id=0)[0].tolist()
     out = run_python(BLOCK_NANOGPT2 + f"""
 import torch
-from transformers import AutoModelForCausalLM, pipeline
+from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True)
 assert type(model).__module__ != "nanogpt2.modeling_nanogpt2"
 print(model.generate(torch.tensor({ids}), max_new_tokens=5, do_sample=False, pad_token_id=0)[0].tolist())

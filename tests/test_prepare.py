@@ -353,6 +353,39 @@ def test_a_row_without_the_text_field_names_the_file_and_row_and_other_types_are
     assert made["skipped_documents"] == 4 and made["total_documents"] == 3
 
 
+def test_the_first_row_without_text_of_each_file_is_named_by_file_and_row(tmp_path, capsys, monkeypatch):
+    """Skipped rows are counted, and the first one of each file is named in a warning (issue 25, item 4), also
+    past a chunk boundary and after blank lines, for every input format."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nanogpt2 import documents
+
+    monkeypatch.setitem(documents.CHUNKING, "jsonl_bytes", 64)  # several chunks per file
+    rows = [{"text": f"document number {i}"} for i in range(12)]
+    rows[7] = {"text": 42}
+    rows[9] = {"text": None}
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(3, "")  # a blank line is no row, but it is a line
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    pq.write_table(pa.table({"text": [r["text"] if isinstance(r["text"], str) else None for r in rows]}),
+                   tmp_path / "c.parquet", row_group_size=5)
+    made = prepare_shards(Source(data_files=[str(tmp_path / n) for n in ("a.jsonl", "b.jsonl.gz", "c.parquet")]),
+                          tmp_path / "out", shard_size=8, progress=False)
+    assert made["skipped_documents"] == 6 and made["total_documents"] == 30
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {tmp_path / 'a.jsonl'}:9: 'text' holds int '42', not text; the row is skipped, as are any "
+        "others without text (they are counted)",
+        f"warning: {tmp_path / 'b.jsonl.gz'}:9: 'text' holds int '42', not text; the row is skipped, as are any "
+        "others without text (they are counted)",
+        f"warning: {tmp_path / 'c.parquet'}, row 7: 'text' is null; the row is skipped, as are any others "
+        "without text (they are counted)"]
+
+
 def test_hub_parquet_files_are_read_at_a_pinned_commit(prepared, tmp_path, documents, monkeypatch):
     """--data_files hf://datasets/<owner>/<name>/<glob>: the Hub's listing and download replaced by local parquet
     files; the shards are those of the local .jsonl, the manifest names each file at the commit read."""

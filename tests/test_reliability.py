@@ -743,6 +743,7 @@ def process_of_rank(marker: str, rank: int) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.two_processes
 def test_a_killed_rank_stops_the_launch_in_bounded_time_and_the_run_resumes(tmp_path, capsys, tinyshakespeare_file):
     import os
     import signal

@@ -362,6 +362,7 @@ def test_num_train_epochs_and_config_name_in_the_loop(tmp_path, hf_gpt2_fixture_
 
 
 @pytest.mark.slow
+@pytest.mark.two_processes
 def test_tiny_preset_under_the_two_process_cpu_config(tmp_path, tinyshakespeare_file):
     """accelerate_configs/cpu_2proc.yaml with the tiny preset's defaults (micro-batch fitted), the launcher's
     precision printed; then a bad setting under the same launcher: one error line."""

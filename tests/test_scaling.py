@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import REPO, SMALL, pretrain, pretrain_in_process, train_losses
+from test_training import REPO, SMALL, pretrain_here, pretrain_in_process, train_losses
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.two_processes]
 
 # 512 tokens per step: 2 accumulation steps on 2 processes (DDP's no_sync path), 4 on one process.
 ARGS = SMALL + ["--total_batch_size", "512", "--dropout", "0.0", "--max_steps", "8", "--num_samples", "0",
@@ -138,11 +138,11 @@ def test_checkpoint_resumes_on_another_number_of_processes(ddp_reference, tmp_pa
 
     # 2 -> 1: DDP's checkpoint-4 continued by one process (4 accumulation steps instead of 2 x 2)
     two_to_one = resume_copy(ddp_run / "checkpoint-4", tmp_path / "two_to_one")
-    pretrain(args + ["--output_dir", two_to_one, "--resume_from_checkpoint", "latest"])
+    pretrain_here(args + ["--output_dir", two_to_one, "--resume_from_checkpoint", "latest"])
     assert train_losses(two_to_one, after_step=4)[0] == pytest.approx(ddp_losses[4:], **FP32)
 
     # 1 -> 2: a one-process run, then its checkpoint-4 continued by two processes
-    pretrain(args + ["--output_dir", tmp_path / "one"])
+    pretrain_here(args + ["--output_dir", tmp_path / "one"])
     one_losses = train_losses(tmp_path / "one")[0]
     assert one_losses == pytest.approx(ddp_losses, **FP32)
     one_to_two = resume_copy(tmp_path / "one" / "checkpoint-4", tmp_path / "one_to_two")

@@ -28,6 +28,17 @@ def pretrain(args, processes=1, check=True):
     return result
 
 
+def pretrain_here(args, processes=1):
+    """run_pretrain.py's main() in this process when one process is asked (no interpreter start-up: 4 s of
+    imports per run), else `pretrain` under accelerate launch."""
+    if processes != 1:
+        return pretrain(args, processes)
+    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main([str(a) for a in args]) == 0
+
+
 def pretrain_in_process(args, capsys) -> tuple[int, list[str]]:
     """run_pretrain.main() in this process (no interpreter start-up): (exit code, last stderr line)."""
     spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
@@ -61,11 +72,11 @@ def train_losses(run_dir, after_step: int = 0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.two_processes)])
 def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare_file, hellaswag_file):
     run = tmp_path / "run"
-    pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--hellaswag_file", hellaswag_file,
-                      "--hellaswag_limit", "8", "--max_steps", 8, "--output_dir", run], processes)
+    pretrain_here(SMALL + ["--train_file", tinyshakespeare_file, "--hellaswag_file", hellaswag_file,
+                           "--hellaswag_limit", "8", "--max_steps", 8, "--output_dir", run], processes)
     losses, evals = train_losses(run)
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.3
     assert [e["step"] for e in evals] == [4, 8]
@@ -86,9 +97,9 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
     resumed.mkdir()
     shutil.copytree(run / "checkpoint-4", resumed / "checkpoint-4")
     shutil.copytree(run / "checkpoint-8", resumed / ".tmp-checkpoint-6")  # a save killed half-way: never resumed
-    pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--hellaswag_file", hellaswag_file,
-                      "--hellaswag_limit", "8", "--max_steps", 8, "--output_dir", resumed,
-                      "--resume_from_checkpoint", "latest"], processes)
+    pretrain_here(SMALL + ["--train_file", tinyshakespeare_file, "--hellaswag_file", hellaswag_file,
+                           "--hellaswag_limit", "8", "--max_steps", 8, "--output_dir", resumed,
+                           "--resume_from_checkpoint", "latest"], processes)
     resumed_losses, _ = train_losses(resumed)
     assert resumed_losses == losses  # bit for bit: steps 1-4 restored from checkpoint-4, then 5-8 trained again
     assert not (resumed / ".tmp-checkpoint-6").exists()
@@ -96,7 +107,7 @@ def test_training_falls_and_resumes_exactly(processes, tmp_path, tinyshakespeare
 
 @pytest.mark.slow
 def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path, tinyshakespeare_file):
-    pretrain(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--max_steps", 2,
+    pretrain_here(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--max_steps", 2,
                       "--save_steps", 2, "--output_dir", tmp_path, "--report_to", "tensorboard"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -193,7 +204,7 @@ def test_trains_from_prepared_shards_and_rejects_bad_ones(tmp_path, english_mix_
     prepare_shards(Source(data_files=[str(english_mix_file)]), data, shard_size=40_000, max_tokens=120_000,
                    progress=False)
     args = SMALL + ["--data_dir", data, "--skip_hellaswag", "--max_steps", 2, "--output_dir", tmp_path / "run"]
-    pretrain(args)
+    pretrain_here(args)
     assert len(train_losses(tmp_path / "run")[0]) == 2
 
     args += ["--overwrite_output_dir"]  # the same run directory again: a fresh run must say so
@@ -237,11 +248,11 @@ def test_compile_trains_like_eager_with_evaluation_in_the_same_run(tmp_path, tin
 def test_streaming_local_file_trains_and_resumes_exactly(tmp_path, english_mix_file):
     args = SMALL + ["--train_file", english_mix_file, "--streaming", "--skip_hellaswag", "--num_samples", "0",
                     "--max_steps", 4, "--save_steps", 2, "--eval_steps", 2]
-    pretrain(args + ["--output_dir", tmp_path / "run"])
+    pretrain_here(args + ["--output_dir", tmp_path / "run"])
     losses, evals = train_losses(tmp_path / "run")
     assert len(losses) == 4 and [e["step"] for e in evals] == [2, 4]
     shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    pretrain(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"])
+    pretrain_here(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"])
     assert train_losses(tmp_path / "resumed", after_step=2)[0] == losses[2:]
 
 
@@ -262,20 +273,22 @@ def test_tiny_shakespeare_is_downloaded_once_and_checked(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_muon_and_the_modern_architecture_train_and_resume_exactly(tmp_path, tinyshakespeare_file):
-    """--optim muon over a rotary, RMSNorm, QK-norm, ReLU², bias-free, untied, soft-capped model: a resume from
-    the step-2 checkpoint repeats the losses bit for bit, and both learning rates are logged."""
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.two_processes)])
+def test_muon_and_the_modern_architecture_train_and_resume_exactly(processes, tmp_path, tinyshakespeare_file):
+    """--optim muon over a rotary, RMSNorm, QK-norm, ReLU², bias-free, untied, soft-capped model, on 1 and 2
+    processes: a resume from the step-2 checkpoint repeats the losses bit for bit, and both learning rates are
+    logged."""
     args = SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--num_samples", "0", "--max_steps", 4,
                     "--save_steps", 2, "--eval_steps", 2, "--optim", "muon", "--muon_learning_rate", "0.02",
                     "--position_embedding", "rotary", "--normalization", "rmsnorm", "--qk_norm", "true",
                     "--mlp_activation", "relu2", "--bias", "false", "--tie_word_embeddings", "false",
                     "--logit_softcap", "15", "--zero_init_projections", "true"]
-    pretrain(args + ["--output_dir", tmp_path / "run"])
+    pretrain_here(args + ["--output_dir", tmp_path / "run"], processes)
     losses, _ = train_losses(tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["muon_lr"] / r["lr"] for r in records if "lr" in r] == pytest.approx([0.02 / 3e-3] * 4)
     config = json.loads((tmp_path / "run" / "checkpoint-4" / "config.json").read_text())
     assert config["position_embedding"] == "rotary" and config["logit_softcap"] == 15.0
     shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    pretrain(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"])
+    pretrain_here(args + ["--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest"], processes)
     assert train_losses(tmp_path / "resumed", after_step=2)[0] == losses[2:]

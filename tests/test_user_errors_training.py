@@ -263,6 +263,7 @@ def assert_no_traceback_of_ours(stderr: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.two_processes
 def test_two_processes_print_a_user_error_once(run_copy, tinyshakespeare_file):
     before = snapshot(run_copy)
     process = launch_two_processes(TINY + ["--train_file", tinyshakespeare_file, "--output_dir", run_copy])
@@ -275,6 +276,7 @@ def test_two_processes_print_a_user_error_once(run_copy, tinyshakespeare_file):
 
 
 @pytest.mark.slow
+@pytest.mark.two_processes
 def test_two_processes_agree_to_save_on_sigterm(tmp_path, tinyshakespeare_file):
     run = tmp_path / "run"
     process = launch_two_processes(SMALL + ["--train_file", tinyshakespeare_file, "--skip_hellaswag", "--num_samples",
