@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                               args.max_tokens, prefix)
     skipped = manifest.get("skipped_documents", 0)
     print(f"{args.output_dir}: {len(manifest['shards'])} shards, {manifest['total_tokens']:,} tokens"
-          + (f" ({skipped:,} null or empty documents skipped)" if skipped else ""))
+          + (f" ({skipped:,} rows without text skipped: null, empty or not a string)" if skipped else ""))
     return 0
 
 

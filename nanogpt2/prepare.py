@@ -283,7 +283,9 @@ class _Tokenization:
         bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=description, disable=not self.progress)
         with bar, contextlib.closing(results):
             for tokens, ends, dropped_before, first_skipped in results:
-                warn(first_skipped)
+                if first_skipped is not None:
+                    with tqdm.external_write_mode():  # the warning on its own line, the bar redrawn below it
+                        warn(first_skipped)
                 taken = cutter.add(tokens, ends, dropped_before, num_tokens)
                 bar.update(taken)
                 if num_tokens is not None:

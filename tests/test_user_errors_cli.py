@@ -532,7 +532,10 @@ def test_prepare_skips_and_counts_null_and_empty_rows(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["skipped_documents"] == 3 and manifest["total_documents"] == 3
-    assert "3 null or empty documents skipped" in result.stdout
+    assert "3 rows without text skipped: null, empty or not a string" in result.stdout
+    # the first of them named with its file and line, once
+    assert [line for line in result.stderr.splitlines() if "warning:" in line] == [
+        f"warning: {data}:2: 'text' is null; the row is skipped, as are any others without text (they are counted)"]
 
 
 @pytest.mark.slow
