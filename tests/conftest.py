@@ -62,34 +62,11 @@ def hf_gpt2_fixture_dir() -> Path:
     return shared_file("hf_gpt2_fixture")
 
 
-# Modules whose tests share no costly module-scoped fixture: pytest-xdist may hand out their tests one by one.
-# Every other module's tests stay together on one worker (each module fixture is built once).
-SPREAD_MODULES = {"test_training", "test_notebooks", "test_run_config", "test_gpu_suite", "test_hf_conformance",
-                  "test_model_variants", "test_model", "test_configuration_nanogpt2", "test_optim", "test_benchmarks",
-                  "test_examples", "test_convert", "test_tracking", "test_architecture"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
-    """For pytest-xdist (`--dist loadgroup`): the tests that start 2-process runs are one group, run one at a
-    time on one worker (two at once would meet on one port, and 4 processes on 2 cores spin in their
-    collectives); each module outside SPREAD_MODULES is one group; the groups and tests are handed out longest
-    first (the 2-process group, then slow tests and modules holding them, then the rest), so that the long runs
-    start at once and the short ones fill in at the end."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-
-    def group(item):
-        if item.get_closest_marker("two_processes"):
-            return "two_processes"
-        return None if item.module.__name__ in SPREAD_MODULES else item.module.__name__
-
-    def order(item):
-        if group(item) == "two_processes":
-            return 0
-        slow = item.get_closest_marker("slow") if group(item) is None else item.module.__name__ in slow_modules
-        return 1 if slow else 2
-
-    for item in items:
-        if group(item):
-            item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=order)
+    """The longest work first, for pytest-xdist (`-n auto --dist load` hands tests out in this order): the tests
+    that start 2-process runs, then the other slow ones, then the fast ones, so that the long runs start at once
+    and the short ones fill in at the end instead of one long run finishing alone. (`--dist loadgroup`, which
+    would keep a module's tests on one worker, does not group under pytest 9.2 with pytest-xdist 3.8: the
+    worker's renamed node ids are not read back.)"""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("two_processes") else
+               1 if item.get_closest_marker("slow") else 2)

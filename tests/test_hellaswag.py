@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from user_errors import two_process_launch
 
 from eval_hellaswag import PREDICTION_FIELDS, load_model_and_tokenizer
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
@@ -249,8 +250,7 @@ def test_cli_one_and_two_processes_agree(tmp_path, hellaswag_file):
     torch.manual_seed(0)
     save_model_checkpoint(NanoGPT2ForCausalLM(NanoGPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256)),
                           tmp_path / "ckpt")
-    two_processes = (sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                     "accelerate_configs/cpu_2proc.yaml")
+    two_processes = tuple(two_process_launch())
     outputs = {}
     for processes, launcher in ((1, (sys.executable,)), (2, two_processes)):
         out, preds = tmp_path / f"results{processes}.json", tmp_path / f"preds{processes}.jsonl"

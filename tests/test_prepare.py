@@ -52,6 +52,7 @@ def shard_bytes(directory, manifest):
     return {s["file"]: (directory / s["file"]).read_bytes() for s in manifest["shards"]}
 
 
+@pytest.mark.slow  # the whole corpus
 def test_whole_file_two_processes_token_and_document_counts(tmp_path, english_mix_file, documents):
     manifest = prepare_shards(Source(data_files=[str(english_mix_file)]), tmp_path, shard_size=2_000_000,
                               num_proc=2, progress=False)
@@ -86,6 +87,7 @@ def test_shards_concatenate_to_the_stream_and_cut_documents(prepared, expected_s
     assert open_token_shards(out, "val")[0].dtype == np.uint16
 
 
+@pytest.mark.slow  # the whole corpus
 def test_two_processes_and_parquet_give_identical_shards(prepared, tmp_path, documents):
     out, manifest = prepared
     import pyarrow as pa

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_training import SMALL
 from test_user_errors_training import run_in_process
+from user_errors import two_process_launch
 
 from nanogpt2.data import StreamingTrainLoader
 from nanogpt2.documents import tokenize_documents, tokenize_files
@@ -748,7 +749,6 @@ def test_a_killed_rank_stops_the_launch_in_bounded_time_and_the_run_resumes(tmp_
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     from test_training import REPO
@@ -759,8 +759,7 @@ def test_a_killed_rank_stops_the_launch_in_bounded_time_and_the_run_resumes(tmp_
     args = RUN + ["--train_file", tinyshakespeare_file, "--output_dir", run, "--max_steps", "40", "--total_batch_size",
                   "256"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NANOGPT2_TEST_MARKER": str(tmp_path)}
-    launch = subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                               "accelerate_configs/cpu_2proc.yaml", "run_pretrain.py", *map(str, args)], cwd=REPO,
+    launch = subprocess.Popen([*two_process_launch(), "run_pretrain.py", *map(str, args)], cwd=REPO,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:

@@ -10,7 +10,7 @@ import typing
 
 import pytest
 import torch
-from user_errors import REPO, assert_user_error, run_cli, snapshot
+from user_errors import REPO, assert_user_error, run_cli, snapshot, two_process_launch
 
 from nanogpt2.batch import settle_batch, steps_for_epochs
 from nanogpt2.configuration_nanogpt2 import ARCHITECTURE, PRESETS, RECIPE_DIR
@@ -368,8 +368,8 @@ def test_tiny_preset_under_the_two_process_cpu_config(tmp_path, tinyshakespeare_
     precision printed. (An error under the launcher, printed once: test_user_errors_training.)"""
     text = tmp_path / "text.txt"
     text.write_text(tinyshakespeare_file.read_text()[:200_000])
-    launch = ["-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml",
-              "--mixed_precision", "bf16", "run_pretrain.py", "--preset", "tiny", "--train_file", text]
+    launch = [*two_process_launch()[1:], "--mixed_precision", "bf16", "run_pretrain.py", "--preset", "tiny",
+              "--train_file", text]
     result = run_cli(launch + ["--max_steps", 2, "--skip_hellaswag", "--num_samples", 0, "--report_to", "none",
                                "--output_dir", tmp_path / "run"], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,7 +7,6 @@ runs on different numbers of processes differ only in the order of floating-poin
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import REPO, SMALL, pretrain_here, pretrain_in_process, train_losses
+from user_errors import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.two_processes]
 
@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.two_processes]
 ARGS = SMALL + ["--total_batch_size", "512", "--dropout", "0.0", "--max_steps", "8", "--num_samples", "0",
                 "--skip_hellaswag"]
 FP32 = dict(rel=1e-5)  # same tokens, same model: only the reduction order differs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args, config="accelerate_configs/cpu_2proc.yaml", launch_args=(), check=True, wait=True):

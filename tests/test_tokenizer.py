@@ -40,6 +40,7 @@ def test_endoftext_in_text_is_plain_text():
     assert 50256 not in tok.encode_ordinary("a<|endoftext|>b")
 
 
+@pytest.mark.slow  # the whole corpus
 def test_all_hellaswag_contexts_agree(openai_encoding, hellaswag_contexts):
     assert len(hellaswag_contexts) == 10042
     ours = [load_tokenizer().encode_ordinary(text) for text in hellaswag_contexts]
@@ -47,6 +48,7 @@ def test_all_hellaswag_contexts_agree(openai_encoding, hellaswag_contexts):
     assert ours == gpt2_hf_tokenizer()(hellaswag_contexts)["input_ids"]
 
 
+@pytest.mark.slow  # the whole corpus
 def test_tiny_shakespeare_agrees(openai_encoding, tinyshakespeare_file, hf_gpt2_fixture_dir):
     text = tinyshakespeare_file.read_text()
     ours = load_tokenizer().encode_ordinary(text)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from user_errors import two_process_launch
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--micro_batch_size", "4",
@@ -19,9 +20,7 @@ SMALL = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64"
 
 
 def pretrain(args, processes=1, check=True):
-    launcher = [sys.executable, "run_pretrain.py"] if processes == 1 else [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml",
-        "run_pretrain.py"]
+    launcher = [sys.executable, "run_pretrain.py"] if processes == 1 else [*two_process_launch(), "run_pretrain.py"]
     result = subprocess.run(launcher + [str(a) for a in args], cwd=REPO, capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-4000:]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import REPO, SMALL, train_losses
-from user_errors import assert_user_error, snapshot
+from user_errors import assert_user_error, snapshot, two_process_launch
 
 TINY = SMALL + ["--skip_hellaswag", "--num_samples", "0", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2"]
 
@@ -251,8 +251,7 @@ def test_diverging_run_stops_and_keeps_only_finite_checkpoints(tmp_path, tinysha
 
 def launch_two_processes(args) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                             "accelerate_configs/cpu_2proc.yaml", "run_pretrain.py", *map(str, args)], cwd=REPO,
+    return subprocess.Popen([*two_process_launch(), "run_pretrain.py", *map(str, args)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import traceback
@@ -17,6 +18,19 @@ from pathlib import Path
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_process_launch(config: str = "accelerate_configs/cpu_2proc.yaml") -> list[str]:
+    """`accelerate launch` of a 2-process config on a free local port: the tests run in parallel, and two launches
+    on the default port 29500 at once would meet."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--main_process_port",
+            str(free_port())]
 
 
 def snapshot(*roots) -> dict[str, str]:
