@@ -17,6 +17,7 @@ import glob
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -381,7 +382,8 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 def ordered_map(function, tasks: Iterable, num_proc: int = 1, initializer=None, initargs=()) -> Iterator:
     """`function(task)` for each task, in the tasks' order, computed by `num_proc` processes (in this
     process when 1). At most 4 tasks per process are in flight (Pool.imap would read all the tasks
-    ahead: a whole streamed dataset into memory)."""
+    ahead: a whole streamed dataset into memory). A worker that dies (killed, out of memory) is an error
+    (BrokenProcessPool), not a wait for its result forever, as with multiprocessing.Pool."""
     if num_proc <= 1:
         if initializer is not None:
             initializer(*initargs)
@@ -389,14 +391,17 @@ def ordered_map(function, tasks: Iterable, num_proc: int = 1, initializer=None, 
         return
     # fork: the workers inherit initargs (tokenizer, dataset) instead of unpickling them
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-    with context.Pool(num_proc, initializer=initializer, initargs=initargs) as pool:
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=initializer, initargs=initargs)
+    try:
         pending = deque()
         for task in tasks:
-            pending.append(pool.apply_async(function, (task,)))
+            pending.append(pool.submit(function, task))
             if len(pending) >= 4 * num_proc:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    finally:  # also when the caller stops early: the tasks still queued are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _worker = {}
