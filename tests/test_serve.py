@@ -10,7 +10,6 @@ transformers serves remote-code models."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from user_errors import free_port
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
@@ -52,12 +52,6 @@ def local_greedy(checkpoint, max_new_tokens):
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
