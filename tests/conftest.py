@@ -63,10 +63,11 @@ def hf_gpt2_fixture_dir() -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """The longest work first, for pytest-xdist (`-n auto --dist load` hands tests out in this order): the tests
-    that start 2-process runs, then the other slow ones, then the fast ones, so that the long runs start at once
-    and the short ones fill in at the end instead of one long run finishing alone. (`--dist loadgroup`, which
-    would keep a module's tests on one worker, does not group under pytest 9.2 with pytest-xdist 3.8: the
+    """The longest work first, for pytest-xdist (`-n auto --dist worksteal`): the tests that start 2-process runs,
+    then the other slow ones, then the fast ones. worksteal gives each worker a share of this list and lets an idle
+    worker take the unstarted end of a busy one's share, so the long runs start at once and the short ones fill in
+    at the end. (`--dist load` handed out fixed shares: a worker could sit idle for minutes while the other ran the
+    serving and notebook tests. `--dist loadgroup` does not group under pytest 9.2 with pytest-xdist 3.8: the
     worker's renamed node ids are not read back.)"""
     items.sort(key=lambda item: 0 if item.get_closest_marker("two_processes") else
                1 if item.get_closest_marker("slow") else 2)
