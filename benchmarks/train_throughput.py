@@ -116,7 +116,7 @@ def make_loop_contender(args, device, compiled: bool, workdir: Path) -> Contende
         os.environ["ACCELERATE_USE_CPU"] = "1"  # the loop picks CUDA whenever it sees one
     trainer = PretrainingLoop(config)
     return Contender(f"loop {'compiled' if compiled else 'eager'}", trainer.raw_model, None,
-                     step=trainer.train_step, close=trainer.train_loader.close, tokens_per_step=tokens_per_step)
+                     step=trainer.train_step, close=trainer.close, tokens_per_step=tokens_per_step)
 
 
 def make_contenders(args, device, workdir: Path) -> list[Contender]:

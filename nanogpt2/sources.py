@@ -228,8 +228,8 @@ def local_or_hub_dir(name_or_path: str, flag: str, allow_patterns: list[str], ki
             raise DataError(f"{flag} {name_or_path} is not a local directory, and the Hugging Face Hub is offline "
                             f"(HF_HUB_OFFLINE=1) with no cached copy; pass a local {kind} directory") from None
         detail = " ".join(str(error).split())[:300]
-        raise DataError(f"{flag} {name_or_path}: could not download it from the Hugging Face Hub "
-                        f"({type(error).__name__}: {detail}); pass a local {kind} directory") from None
+        raise DataError(f"{flag} {name_or_path} is not a local directory, and could not be downloaded from the "
+                        f"Hugging Face Hub ({type(error).__name__}: {detail}); pass a local {kind} directory") from None
 
 
 def download_hub_files(repo_id: str, filenames: list[str], local_dir, repo_type: str = "dataset",

@@ -100,13 +100,25 @@ class PretrainingLoop:
         self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
-        # One run at a time per --output_dir: the lock is held from here to the end of train().
+        # One run at a time per --output_dir: the lock is held from here to the end of train() (or close()).
         self.lock = self._lock_output_dir()
         try:
             self._set_up(config)
         except BaseException:
             self.lock.release()
             raise
+
+    def close(self) -> None:
+        """Stops the data reader thread and releases --output_dir for another run. train() does this when it
+        ends; a loop driven step by step (`train_step`) is closed by hand or used as a context manager."""
+        self.train_loader.close()
+        self.lock.release()
+
+    def __enter__(self) -> "PretrainingLoop":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _lock_output_dir(self) -> OutputDirLock:
         """The main process takes the output directory's lock; every process stops if it could not."""

@@ -293,6 +293,25 @@ def test_a_second_run_into_a_locked_output_dir_is_refused_at_start(tmp_path, cap
     assert not (run / ".nanogpt2.lock").exists()
 
 
+def test_a_loop_driven_step_by_step_holds_the_output_dir_until_closed(tmp_path, tinyshakespeare_file):
+    """PretrainingLoop used without train() (a notebook, a benchmark): the lock is held from construction
+    until close() or the end of its `with` block, and then another run can use the directory."""
+    from nanogpt2.errors import PreflightError
+    from nanogpt2.run_config import resolve_config
+    from nanogpt2.training import PretrainingLoop
+
+    config = resolve_config([str(a) for a in TINY + ["--train_file", tinyshakespeare_file, "--max_steps", "1",
+                                                      "--output_dir", tmp_path / "run"]])
+    with PretrainingLoop(config) as loop:
+        loop.train_step()
+        with pytest.raises(PreflightError, match="in use by another run"):
+            PretrainingLoop(config)
+    assert not (tmp_path / "run" / ".nanogpt2.lock").exists()
+    loop.close()  # a second close does nothing
+    with PretrainingLoop(config) as again:
+        assert again.step == 0
+
+
 def test_a_killed_runs_lock_is_not_stuck(tmp_path):
     import os
     import signal

@@ -287,6 +287,31 @@ def test_accelerate_launch_precision_wins_over_defaults_not_over_flags(monkeypat
     assert resolve_precision(resolve_config([]), cuda=True)[0] == env.get("ACCELERATE_MIXED_PRECISION", "bf16")
 
 
+def test_a_hub_id_that_does_not_download_says_it_is_not_local_either(tmp_path, monkeypatch):
+    import types
+
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from nanogpt2.errors import DataError
+    from nanogpt2.sources import local_or_hub_dir
+
+    def not_found(repo_id, **kwargs):
+        url = f"https://huggingface.co/api/models/{repo_id}"
+        raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {url}",
+                                      response=types.SimpleNamespace(headers={}, request=None, status_code=404))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)  # the network, answering 404
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(DataError) as error:
+        local_or_hub_dir("runs/nope", "checkpoint", ["*.json"])
+    assert str(error.value).startswith("checkpoint runs/nope is not a local directory, and could not be downloaded "
+                                       "from the Hugging Face Hub (RepositoryNotFoundError: 404 Client Error")
+    assert str(error.value).endswith("; pass a local checkpoint directory")
+
+
 @pytest.mark.parametrize("flag", ["--model_name_or_path", "--tokenizer_name", "--config_name"])
 def test_hub_ids_offline_are_one_clear_line(tmp_path, capsys, monkeypatch, flag):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -308,12 +333,12 @@ def _first_step(tmp_path, name, model_dir, text_file):
                              "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128",
                              "--max_steps", "1", "--eval_tokens", "64", "--report_to", "none", "--skip_hellaswag",
                              "--output_dir", tmp_path / name]])
-    loop = PretrainingLoop(config)
-    position = loop.train_loader.state_dict()
-    batches = [loop.train_loader.next_batch() for _ in range(loop.grad_accum)]
-    loop.train_loader.load_state_dict(position)
-    assert loop.grad_accum == 2 and not loop.optimizer.state  # a fresh optimizer
-    return loop, batches, loop.train_step()[0]
+    with PretrainingLoop(config) as loop:
+        position = loop.train_loader.state_dict()
+        batches = [loop.train_loader.next_batch() for _ in range(loop.grad_accum)]
+        loop.train_loader.load_state_dict(position)
+        assert loop.grad_accum == 2 and not loop.optimizer.state  # a fresh optimizer
+        return loop, batches, loop.train_step()[0]
 
 
 @pytest.mark.parametrize("kind", ["hf_gpt2", "nanogpt2"])
@@ -351,8 +376,8 @@ def test_num_train_epochs_and_config_name_in_the_loop(tmp_path, hf_gpt2_fixture_
         "--preset", "tiny", "--config_name", hf_gpt2_fixture_dir, "--train_file", text, "--num_train_epochs", "2",
         "--per_device_train_batch_size", "2", "--block_size", "32", "--total_batch_size", "128", "--eval_tokens", "64",
         "--report_to", "none", "--skip_hellaswag", "--output_dir", tmp_path / "run"]])
-    loop = PretrainingLoop(config)
-    assert config.max_steps == steps_for_epochs(2, loop.train_loader.total_tokens, 128) > 1
+    with PretrainingLoop(config) as loop:
+        assert config.max_steps == steps_for_epochs(2, loop.train_loader.total_tokens, 128) > 1
     # the fixture's architecture (1 layer, width 2), its weights not loaded
     model = loop.raw_model.config
     assert (model.n_layer, model.n_embd, model.vocab_size) == (1, 2, 50304)

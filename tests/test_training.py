@@ -135,12 +135,12 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tinyshakespeare_fi
         config = resolve_config(SMALL + ["--train_file", str(tinyshakespeare_file), "--skip_hellaswag",
                                          "--output_dir", str(tmp_path / f"mb{micro_batch_size}"),
                                          "--micro_batch_size", str(micro_batch_size), "--dropout", "0.0"])
-        trainer = PretrainingLoop(config)
-        trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients, skip the update
-        trainer.optimizer.zero_grad = lambda *args, **kwargs: None
-        trainer.train_step()
-        assert trainer.grad_accum == 8 // micro_batch_size
-        return {n: p.grad.clone() for n, p in trainer.raw_model.named_parameters()}
+        with PretrainingLoop(config) as trainer:
+            trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients, skip the update
+            trainer.optimizer.zero_grad = lambda *args, **kwargs: None
+            trainer.train_step()
+            assert trainer.grad_accum == 8 // micro_batch_size
+            return {n: p.grad.clone() for n, p in trainer.raw_model.named_parameters()}
 
     accumulated, single = gradients(4), gradients(8)
     for name, grad in single.items():
