@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import fileio
 from .batch import settle_batch, steps_for_epochs
 from .convert import load_pretrained
+from .cpu_memory import keep_freed_memory_for_reuse
 from .data import BatchPrefetcher
 from .errors import DivergenceError, PreflightError, SettingsError, TrainingError, TrainingInterrupted
 from .flops import device_peak_flops, mfu, model_flops_per_token
@@ -100,6 +101,8 @@ class PretrainingLoop:
         self.accelerator = acc = accelerator or build_accelerator(config)
         self.output_dir = Path(config.output_dir)
         self.device = acc.device
+        if self.device.type == "cpu":
+            keep_freed_memory_for_reuse()  # a third of a CPU step went to mapping freed buffers again
         # One run at a time per --output_dir: the lock is held from here to the end of train() (or close()).
         self.lock = self._lock_output_dir()
         try:
