@@ -6,8 +6,8 @@ than that: one chunk of the loss's logits alone is 256 rows x 50,304 x 4 bytes =
 So every step the kernel zero-fills and maps hundreds of MB of pages again, and a third of the tiny preset's
 time went to the kernel (25 s of system time in a 52 s run of 30 steps). With the thresholds raised (as
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` would do before start), these buffers come from the heap
-and are reused; the process keeps its peak memory until it exits, as a training run does anyway. The figures
-are in docs/benchmarks.md ("CPU: freed memory kept for reuse").
+and are reused; the process keeps the heap memory they took until it exits, as a training run would hold it
+anyway. The figures are in docs/benchmarks.md ("CPU: freed memory kept for reuse").
 
 PyTorch's CPU tuning guide suggests an allocator preloaded instead (jemalloc, tcmalloc); a user who chose one,
 or set glibc's malloc variables, keeps that choice.
