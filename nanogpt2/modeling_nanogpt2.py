@@ -403,13 +403,17 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         token_type_ids: torch.LongTensor | None = None,
+        return_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs themselves (shifted inside, -100 ignored); pass `shift_labels`
         (already shifted targets, e.g. the next-token windows of pretraining) to skip the shift.
 
         Training with targets takes the fast path: no KV cache, and the loss is computed in chunks over
-        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32)."""
+        the real vocabulary; `logits` is then None (nothing for Accelerate to convert to fp32).
+        `return_logits=False` takes that path in eval mode too (a validation loss without the (batch, length,
+        vocabulary) logits and their fp32 copies: 33 GB at 64 x 1,024 tokens); `True` returns logits in
+        training as well; None (the default) returns them except when training with targets."""
         shift_labels = kwargs.pop("shift_labels", None)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         has_targets = labels is not None or shift_labels is not None
@@ -429,7 +433,7 @@ class NanoGPT2ForCausalLM(NanoGPT2PreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state
         real_vocab = self.config.tokenizer_vocab_size
 
-        if has_targets and self.training:
+        if has_targets and (return_logits is False or (return_logits is None and self.training)):
             if shift_labels is None:
                 shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
             loss = chunked_lm_loss(hidden_states, self.lm_head.weight, shift_labels, real_vocab, num_items_in_batch,
@@ -487,9 +491,10 @@ class LinearCrossEntropy(torch.autograd.Function):
     recomputes nothing. Padded vocabulary rows never enter, so no -inf fill."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int, softcap=None):
+    def forward(ctx, hidden, weight, targets, real_vocab: int, chunks: int, ignore_index: int, softcap=None,
+                wants_grad: bool = True):
         head = weight[:real_vocab]
-        wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        wants_grad = wants_grad and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         grad_hidden = torch.empty_like(hidden) if wants_grad else None
         grad_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device) if wants_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -519,7 +524,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_head = ctx.saved_tensors
         grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_head.device)
         grad_weight[: grad_head.shape[0]] = grad_head * grad_total
-        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None, None
+        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight, None, None, None, None, None, None
 
 
 def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_batch=None, chunks=8,
@@ -527,7 +532,9 @@ def chunked_lm_loss(hidden, head_weight, targets, real_vocab: int, num_items_in_
     """The mean next-token loss (or sum / num_items_in_batch, as transformers' loss) through
     LinearCrossEntropy: memory of one chunk's logits, the compute of a plain head and loss."""
     hidden, targets = hidden.flatten(0, -2), targets.flatten()
-    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100, softcap)
+    # needs_input_grad follows requires_grad even under torch.no_grad: the grad mode is read here
+    total = LinearCrossEntropy.apply(hidden, head_weight, targets, real_vocab, chunks, -100, softcap,
+                                     torch.is_grad_enabled())
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return total / count
 

@@ -269,7 +269,8 @@ class PretrainingLoop:
         for _ in range(rounds):
             x, y = batch = next(batches, dummy)
             with self.accelerator.autocast():
-                loss = self.raw_model(input_ids=x.to(self.device), shift_labels=y.to(self.device)).loss
+                loss = self.raw_model(input_ids=x.to(self.device), shift_labels=y.to(self.device),
+                                      return_logits=False).loss  # the chunked loss, no full logits
             counts = float(batch is not dummy)
             total += torch.stack([loss.float() * counts, torch.full((), counts, device=self.device)])
         total = self.accelerator.reduce(total, reduction="sum")

@@ -208,6 +208,24 @@ def test_training_fast_path_equals_full_logits_loss_and_gradients(num_items_in_b
         assert abs(by_labels.item() - reference_loss(model, x, window[:, 1:]).item()) < 1e-6
 
 
+def test_return_logits_picks_the_path_in_either_mode():
+    """return_logits=False: the chunked loss in eval mode too (validation without the full logits); True: the
+    logits in training too; the loss is the same on both paths."""
+    torch.manual_seed(0)
+    config = NanoGPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=128,
+                            tokenizer_vocab_size=100, bos_token_id=0, eos_token_id=0, logit_softcap=15.0)
+    model = NanoGPT2ForCausalLM(config)
+    window = torch.randint(0, 100, (3, 33))
+    x, y = window[:, :-1], window[:, 1:]
+    with torch.no_grad():
+        full = model.eval()(x, shift_labels=y)  # eval mode: the logits and transformers' loss
+        light = model(x, shift_labels=y, return_logits=False)
+        assert full.logits.shape == (3, 32, 128) and light.logits is None
+        assert abs(light.loss.item() - full.loss.item()) < 1e-6
+        trained = model.train()(x, shift_labels=y, return_logits=True)
+        assert trained.logits.shape == (3, 32, 128) and abs(trained.loss.item() - full.loss.item()) < 1e-6
+
+
 def test_training_fast_path_builds_no_mask_or_cache(monkeypatch):
     import nanogpt2.modeling_nanogpt2 as modeling
 
