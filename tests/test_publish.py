@@ -2,7 +2,6 @@
 token, bad token, wrong namespace), the exact uploaded file list; and the wider ecosystem on that run's
 checkpoint: pipeline, sampling, streamer, lm-evaluation-harness, a to-gpt2 export without nanogpt2."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from nanogpt2.publish import check_hub_access, files_to_upload, push_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_checkpoint import BLOCK_NANOGPT2  # noqa: E402
+from user_errors import pretrain_main  # noqa: E402
 
 TINY = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--micro_batch_size", "4",
         "--sequence_length", "32", "--total_batch_size", "128", "--warmup_steps", "1", "--max_steps", "3",
@@ -40,11 +40,8 @@ STEPS = int(FLAGS["--max_steps"])
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tinyshakespeare_file, hellaswag_file):
     """A tiny run of run_pretrain.py, in this process (no interpreter start-up)."""
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    run_pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_pretrain)
     out = tmp_path_factory.mktemp("run")
-    assert run_pretrain.main([*TINY, "--train_file", str(tinyshakespeare_file), "--hellaswag_file",
+    assert pretrain_main([*TINY, "--train_file", str(tinyshakespeare_file), "--hellaswag_file",
                               str(hellaswag_file), "--output_dir", str(out)]) == 0
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_training import SMALL
 from test_user_errors_training import run_in_process
-from user_errors import two_process_launch
+from user_errors import pretrain_main, two_process_launch
 
 from nanogpt2.data import StreamingTrainLoader
 from nanogpt2.documents import tokenize_documents, tokenize_files
@@ -354,18 +354,6 @@ RUN = TINY + ["--total_batch_size", "128", "--max_steps", "4", "--save_steps", "
 def train_records(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["train_loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
             if "train_loss" in r]
-
-
-def pretrain_main(args) -> int:
-    """run_pretrain.main(args) in this process."""
-    import importlib.util
-
-    from test_training import REPO
-
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli.main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

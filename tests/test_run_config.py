@@ -5,12 +5,11 @@ weights."""
 
 import ast
 import dataclasses
-import importlib.util
 import typing
 
 import pytest
 import torch
-from user_errors import REPO, assert_user_error, run_cli, snapshot, two_process_launch
+from user_errors import REPO, assert_user_error, pretrain_main, run_cli, snapshot, two_process_launch
 
 from nanogpt2.batch import settle_batch, steps_for_epochs
 from nanogpt2.configuration_nanogpt2 import ARCHITECTURE, PRESETS, RECIPE_DIR
@@ -25,10 +24,7 @@ from nanogpt2.run_config import (
 
 def main_in_process(args, capsys) -> tuple[int, str]:
     """run_pretrain.main() in this process: (exit code, stderr)."""
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    code = cli.main([str(a) for a in args])
+    code = pretrain_main(args)
     return code, capsys.readouterr().err
 
 

@@ -1,12 +1,12 @@
 """python -m nanogpt2.sample: a training run's checkpoint, its run folder, a converted GPT-2 checkpoint from
 ../shared/data, a character-level checkpoint; streaming; seeds; every bad input as one `error:` line."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from user_errors import pretrain_main
 
 from nanogpt2 import NanoGPT2Config, NanoGPT2ForCausalLM
 from nanogpt2.checkpoint import save_model_checkpoint
@@ -24,11 +24,8 @@ TINY_RUN = ["--preset", "tiny", "--n_layer", "1", "--n_head", "2", "--n_embd", "
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tinyshakespeare_file):
     """A tiny pretraining run (run_pretrain.py in this process): checkpoint-1 and checkpoint-2."""
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    run_pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_pretrain)
     out = tmp_path_factory.mktemp("run")
-    assert run_pretrain.main(TINY_RUN + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(out),
+    assert pretrain_main(TINY_RUN + ["--train_file", str(tinyshakespeare_file), "--output_dir", str(out),
                                          "--overwrite_output_dir"]) == 0
     assert (out / f"checkpoint-{STEPS}").is_dir() and (out / "checkpoint-1").is_dir()
     return out

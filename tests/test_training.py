@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from user_errors import two_process_launch
+from user_errors import pretrain_main, two_process_launch
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "tiny", "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--micro_batch_size", "4",
@@ -32,18 +32,12 @@ def pretrain_here(args, processes=1):
     imports per run), else `pretrain` under accelerate launch."""
     if processes != 1:
         return pretrain(args, processes)
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main([str(a) for a in args]) == 0
+    assert pretrain_main(args) == 0
 
 
 def pretrain_in_process(args, capsys) -> tuple[int, list[str]]:
     """run_pretrain.main() in this process (no interpreter start-up): (exit code, last stderr line)."""
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    code = cli.main([str(a) for a in args])
+    code = pretrain_main(args)
     return code, capsys.readouterr().err.strip().splitlines()[-1:]
 
 

@@ -6,7 +6,6 @@ a tampered shard) run as real processes and are marked slow."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import shutil
@@ -20,18 +19,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import REPO, SMALL, train_losses
-from user_errors import assert_user_error, snapshot, two_process_launch
+from user_errors import assert_user_error, pretrain_main, snapshot, two_process_launch
 
 TINY = SMALL + ["--skip_hellaswag", "--num_samples", "0", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2"]
 
 
 def run_in_process(args, capsys, monkeypatch=None) -> subprocess.CompletedProcess:
     """run_pretrain.main(args) here, as a CompletedProcess (exit code, stdout, stderr) for user_errors' checks."""
-    spec = importlib.util.spec_from_file_location("run_pretrain", REPO / "run_pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     capsys.readouterr()
-    code = cli.main([str(a) for a in args])
+    code = pretrain_main(args)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 
